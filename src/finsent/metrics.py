@@ -1,0 +1,71 @@
+"""Pure metric functions: classification metrics, calibration and error attribution."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
+ERROR_TYPES = ("Correct", "Low Confidence", "Misclassification", "High-Confidence Error")
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def classification_metrics(y_true, y_pred, labels: tuple[str, ...]) -> dict:
+    """Accuracy, macro-F1, per-class precision/recall/F1/support and the confusion matrix."""
+    ids = list(range(len(labels)))
+    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=ids, zero_division=0)
+    return {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "macro_f1": float(f1_score(y_true, y_pred, labels=ids, average="macro", zero_division=0)),
+        "per_class": {
+            name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
+            for i, name in enumerate(labels)
+        },
+        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=ids).tolist(),
+    }
+
+
+def reliability_bins(confidence, correct, n_bins: int = 15) -> list[dict]:
+    """Equal-width confidence bins on (0, 1]: count, mean confidence and accuracy of each non-empty bin."""
+    confidence = np.asarray(confidence, dtype=np.float64)
+    correct = np.asarray(correct, dtype=np.float64)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    which = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, n_bins - 1)
+    bins = []
+    for b in range(n_bins):
+        mask = which == b
+        if mask.any():
+            bins.append({
+                "lower": float(edges[b]), "upper": float(edges[b + 1]), "count": int(mask.sum()),
+                "confidence": float(confidence[mask].mean()), "accuracy": float(correct[mask].mean()),
+            })
+    return bins
+
+
+def expected_calibration_error(confidence, correct, n_bins: int = 15) -> float:
+    """ECE: the count-weighted mean |accuracy - confidence| over equal-width bins."""
+    n = len(confidence)
+    if n == 0:
+        return float("nan")
+    return float(sum(b["count"] / n * abs(b["accuracy"] - b["confidence"]) for b in reliability_bins(confidence, correct, n_bins)))
+
+
+def error_types(correct, confidence, low: float = 0.6, high: float = 0.9) -> list[str]:
+    """Correct / Low Confidence (correct, conf < low) / Misclassification (wrong, conf < high) / High-Confidence Error."""
+    out = []
+    for ok, conf in zip(correct, confidence):
+        if ok:
+            out.append("Low Confidence" if conf < low else "Correct")
+        else:
+            out.append("High-Confidence Error" if conf >= high else "Misclassification")
+    return out
+
+
+def top2_margin(probs: np.ndarray) -> np.ndarray:
+    top = np.sort(probs, axis=-1)
+    return top[:, -1] - top[:, -2]

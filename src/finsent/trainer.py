@@ -1,0 +1,219 @@
+"""A thin wrapper over the transformers Trainer: train, keep the best checkpoint, write the run folder."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from finsent import modeling
+from finsent.data import LABELS, LabelledData, Splits, check_no_leakage, load_data, split_data
+from finsent.errors import FinsentError
+from finsent.evaluation import evaluate_logits, predict_logits, write_report
+from finsent.serialization import read_json, write_json
+from finsent.training_args import TrainConfig
+
+
+class EncodedDataset:
+    """Tokenized sentences with labels, in the shape the Trainer's collator expects."""
+
+    def __init__(self, part: LabelledData, tokenizer, max_length: int):
+        self.enc = tokenizer(part.texts, truncation=True, max_length=max_length)
+        self.labels = part.labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"input_ids": self.enc["input_ids"][i], "attention_mask": self.enc["attention_mask"][i], "labels": self.labels[i]}
+
+
+def next_version(runs_root: Path) -> str:
+    """The next free v1, v2, ... among run folders under runs_root."""
+    taken = set()
+    if runs_root.is_dir():
+        for child in runs_root.iterdir():
+            taken.add(child.name)
+            try:
+                taken.add(str(read_json(child / "results.json").get("version")))
+            except (OSError, ValueError, AttributeError):
+                pass
+    n = 1
+    while f"v{n}" in taken:
+        n += 1
+    return f"v{n}"
+
+
+def resolve_output(cfg: TrainConfig) -> tuple[Path, str]:
+    """Output folder and run version, reusing the version of a run being resumed."""
+    if cfg.output_dir is None:
+        version = cfg.version or next_version(Path("runs"))
+        return Path("runs") / version, version
+    out = Path(cfg.output_dir)
+    if cfg.version:
+        return out, cfg.version
+    for meta in (out / "finsent_model.json", out / "results.json"):
+        if meta.is_file():
+            try:
+                return out, read_json(meta)["version"]
+            except (ValueError, KeyError):
+                pass
+    return out, next_version(out.resolve().parent)
+
+
+def _subsample(part: LabelledData, n: int | None, seed: int) -> LabelledData:
+    if n is None or n >= len(part):
+        return part
+    idx = sorted(random.Random(seed).sample(range(len(part)), n))
+    return part.subset(idx)
+
+
+def _precision_flags() -> dict:
+    import torch
+
+    if not torch.cuda.is_available():
+        return {"use_cpu": True}
+    return {"bf16": True} if torch.cuda.is_bf16_supported() else {"fp16": True}
+
+
+def _compute_metrics(pred) -> dict:
+    from sklearn.metrics import f1_score
+
+    y_pred = np.asarray(pred.predictions).argmax(-1)
+    return {"accuracy": float((y_pred == pred.label_ids).mean()), "macro_f1": float(f1_score(pred.label_ids, y_pred, average="macro"))}
+
+
+def _resume_path(cfg: TrainConfig, ckpt_dir: Path) -> str | None:
+    if not cfg.resume_from_checkpoint:
+        return None
+    if cfg.resume_from_checkpoint != "auto":
+        path = Path(cfg.resume_from_checkpoint)
+        if not path.is_dir():
+            raise FinsentError(f"{path}: no such checkpoint folder; pass --resume_from_checkpoint auto or a {ckpt_dir}/checkpoint-N folder")
+        return str(path)
+    from transformers.trainer_utils import get_last_checkpoint
+
+    last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
+    if last is None:
+        print(f"no checkpoint in {ckpt_dir}; starting from scratch")
+    return last
+
+
+def train(cfg: TrainConfig, log=print) -> dict:
+    """Fine-tune, evaluate on the test split, write the run folder; return results."""
+    import torch
+    from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
+
+    data = load_data(cfg.data_path, cfg.agreement, cfg.text_column, cfg.label_column)
+    splits = split_data(data, cfg.seed)
+    splits = Splits(
+        _subsample(splits.train, cfg.max_train_samples, cfg.seed),
+        _subsample(splits.val, cfg.max_eval_samples, cfg.seed),
+        _subsample(splits.test, cfg.max_eval_samples, cfg.seed),
+    )
+    check_no_leakage(splits)
+    lora_settings = modeling.read_lora_config(cfg.lora_config) if cfg.use_lora else None
+    out, version = resolve_output(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    log(f"finsent {version}: {len(splits.train)} train / {len(splits.val)} val / {len(splits.test)} test sentences "
+        f"from {data.source['path']} (agreement {cfg.agreement}; {data.source['duplicates_removed']} duplicates, "
+        f"{data.source['conflicts_removed']} conflicting sentences removed)")
+
+    set_seed(cfg.seed)
+    model_path = modeling.resolve_model_name(cfg.model_name)
+    tokenizer = modeling.load_tokenizer(model_path)
+    model = modeling.load_base_model(model_path)
+    if lora_settings is not None:
+        model = modeling.apply_lora(model, lora_settings, cfg.lora_config)
+    params = modeling.count_parameters(model)
+    log(f"model {cfg.model_name or modeling.DEFAULT_MODEL} ({'LoRA' if cfg.use_lora else 'full fine-tuning'}): "
+        f"{params['trainable_params']:,} trainable of {params['total_params']:,} parameters ({params['trainable_percent']:.2f}%)")
+    write_json(out / "finsent_model.json", {
+        "version": version, "model_name": cfg.model_name or modeling.DEFAULT_MODEL, "use_lora": cfg.use_lora,
+        "max_length": cfg.max_length, "labels": list(LABELS),
+    })
+
+    ckpt_dir = out / "checkpoints"
+    args = TrainingArguments(
+        output_dir=str(ckpt_dir),
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.eval_batch_size,
+        learning_rate=cfg.lr,
+        num_train_epochs=cfg.num_epochs,
+        weight_decay=cfg.weight_decay,
+        warmup_steps=cfg.warmup_ratio,
+        lr_scheduler_type="linear",
+        label_smoothing_factor=cfg.label_smoothing,
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        save_total_limit=2,
+        load_best_model_at_end=True,
+        metric_for_best_model="macro_f1",
+        greater_is_better=True,
+        logging_strategy="epoch",
+        train_sampling_strategy="group_by_length",
+        report_to=[],
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        **_precision_flags(),
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=EncodedDataset(splits.train, tokenizer, cfg.max_length),
+        eval_dataset=EncodedDataset(splits.val, tokenizer, cfg.max_length),
+        data_collator=DataCollatorWithPadding(tokenizer),
+        processing_class=tokenizer,
+        compute_metrics=_compute_metrics,
+        callbacks=[EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience)],
+    )
+    resume = _resume_path(cfg, ckpt_dir)
+    if resume:
+        log(f"resuming from {resume}")
+    start = time.perf_counter()
+    trainer.train(resume_from_checkpoint=resume)
+    train_runtime = time.perf_counter() - start
+
+    if not trainer.is_world_process_zero():
+        return {}
+    trainer.model.save_pretrained(out)  # the best checkpoint's adapter (LoRA) or full model, safetensors
+    tokenizer.save_pretrained(out)
+    write_json(out / "label_map.json", {"id2label": dict(enumerate(LABELS)), "label2id": {n: i for i, n in enumerate(LABELS)}})
+
+    # Score the run folder as users will load it (PEFT's in-memory model after the best-checkpoint reload
+    # can route modules_to_save through the untrained originals).
+    saved, _ = modeling.load_trained(out)
+    saved.to(trainer.args.device)
+    val_logits = predict_logits(saved, tokenizer, splits.val.texts, cfg.max_length, cfg.eval_batch_size)
+    test_logits = predict_logits(saved, tokenizer, splits.test.texts, cfg.max_length, cfg.eval_batch_size)
+    np.savez(out / "val_logits.npz", logits=val_logits, labels=np.asarray(splits.val.labels))
+
+    summary, rows = evaluate_logits(test_logits, splits.test.labels, splits.test.texts, version, cfg.low_confidence, cfg.high_confidence)
+    config = dataclasses.asdict(cfg)
+    config.update(learning_rate=cfg.lr, lora=lora_settings, device="cuda" if torch.cuda.is_available() else "cpu",
+                  precision=next(iter(_precision_flags())).replace("use_cpu", "fp32"))
+    results = {
+        "version": version,
+        "model_name": cfg.model_name or modeling.DEFAULT_MODEL,
+        "use_lora": cfg.use_lora,
+        **summary,
+        **params,
+        "train_runtime_s": train_runtime,
+        "epochs_run": trainer.state.epoch,
+        "best_val_macro_f1": trainer.state.best_metric,
+        "n_train": len(splits.train), "n_val": len(splits.val), "n_test": len(splits.test),
+        "data": {**data.source, "seed": cfg.seed},
+        "config": config,
+        "labels": list(LABELS),
+    }
+    write_report(out, results, rows)
+    shutil.rmtree(ckpt_dir, ignore_errors=True)  # the run finished: the best model is saved above
+    log(f"test accuracy {results['accuracy']:.4f}  macro-F1 {results['macro_f1']:.4f}  ECE {results['ece']:.4f}  "
+        f"avg confidence {results['avg_confidence']:.3f}  training {train_runtime:.0f}s")
+    log(f"artifacts: {out}/ (results.json, evaluation_log.csv, {'adapter' if cfg.use_lora else 'model'}, tokenizer)")
+    return results

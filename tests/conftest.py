@@ -1,0 +1,47 @@
+"""Shared fixtures: the real PhraseBank zip beside the checkout and short real training runs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA_ZIP = Path(os.environ.get("FINSENT_DATA", ROOT.parent / "shared" / "data" / "FinancialPhraseBank-v1.0.zip"))
+
+
+@pytest.fixture(scope="session")
+def phrasebank_zip() -> Path:
+    if not DATA_ZIP.is_file():
+        pytest.fail(f"Financial PhraseBank not found at {DATA_ZIP}; put the zip in ../shared/data/ or set FINSENT_DATA")
+    return DATA_ZIP
+
+
+def train_short(output_dir: Path, data_path: Path, *extra: str) -> dict:
+    """A real, short training run through the CLI (400 train sentences, 1 epoch)."""
+    from finsent.cli import main
+    from finsent.serialization import read_json
+
+    argv = ["train", "--data_path", str(data_path), "--output_dir", str(output_dir), "--num_epochs", "2",
+            "--max_train_samples", "400", "--max_length", "64", *extra]
+    assert main(argv) == 0
+    return read_json(output_dir / "results.json")
+
+
+@pytest.fixture(scope="session")
+def runs_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("runs")
+
+
+@pytest.fixture(scope="session")
+def lora_run(runs_root, phrasebank_zip) -> Path:
+    train_short(runs_root / "lora", phrasebank_zip, "--use_lora", "--version", "v1")
+    return runs_root / "lora"
+
+
+@pytest.fixture(scope="session")
+def full_run(runs_root, lora_run, phrasebank_zip) -> Path:
+    """Full fine-tuning; no --version, so it takes the next free one (v2) beside the LoRA run."""
+    train_short(runs_root / "full", phrasebank_zip)
+    return runs_root / "full"

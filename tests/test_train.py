@@ -1,0 +1,124 @@
+"""Real short training runs (packaged MiniLM, real PhraseBank sentences) checked against the artifact contract."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import train_short
+from finsent.data import load_data, split_data
+from finsent.metrics import error_types
+
+CONTRACT_KEYS = {"version", "model_name", "use_lora", "accuracy", "macro_f1", "avg_confidence", "ece", "per_class",
+                 "confusion_matrix", "trainable_params", "total_params", "trainable_percent", "train_runtime_s",
+                 "n_train", "n_val", "n_test", "data", "config", "versions", "created_at"}
+LOG_COLUMNS = ["sample_id", "text", "true_label", "pred_label", "confidence", "margin", "prob_negative",
+               "prob_neutral", "prob_positive", "is_correct", "error_type", "run_version"]
+
+
+def read_log(run):
+    with open(run / "evaluation_log.csv", newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def check_contract(run, use_lora):
+    results = json.loads((run / "results.json").read_text(), parse_constant=lambda c: pytest.fail(f"non-JSON {c}"))
+    assert CONTRACT_KEYS <= set(results)
+    assert results["use_lora"] is use_lora
+    assert results["n_train"] == 400 and results["n_test"] == 226
+    assert set(results["per_class"]) == {"negative", "neutral", "positive"}
+    assert sum(c["support"] for c in results["per_class"].values()) == results["n_test"]
+    assert np.asarray(results["confusion_matrix"]).sum() == results["n_test"]
+    assert {"path", "sha256", "agreement", "seed", "duplicates_removed", "conflicts_removed"} <= set(results["data"])
+    assert {"python", "torch", "transformers", "peft"} <= set(results["versions"])
+    assert results["config"]["low_confidence"] == 0.6 and results["config"]["high_confidence"] == 0.9
+    rows = read_log(run)
+    assert list(rows[0]) == LOG_COLUMNS and len(rows) == results["n_test"]
+    probs = np.array([[float(r[f"prob_{k}"]) for k in ("negative", "neutral", "positive")] for r in rows])
+    assert np.allclose(probs.sum(1), 1, atol=1e-5)
+    conf = np.array([float(r["confidence"]) for r in rows])
+    assert np.allclose(conf, probs.max(1), atol=1e-6)
+    correct = [r["is_correct"] == "True" for r in rows]
+    assert correct == [r["true_label"] == r["pred_label"] for r in rows]
+    assert np.mean(correct) == pytest.approx(results["accuracy"])
+    assert [r["error_type"] for r in rows] == error_types(correct, conf, 0.6, 0.9)
+    assert {r["run_version"] for r in rows} == {results["version"]}
+    return results
+
+
+def test_lora_run_meets_contract(lora_run, phrasebank_zip):
+    results = check_contract(lora_run, use_lora=True)
+    assert (lora_run / "adapter_model.safetensors").is_file() and (lora_run / "adapter_config.json").is_file()
+    assert (lora_run / "tokenizer.json").is_file() and (lora_run / "label_map.json").is_file()
+    assert not (lora_run / "checkpoints").exists()
+    assert 0 < results["trainable_percent"] < 5 and results["trainable_params"] < results["total_params"]
+    # the test sentences in the log are exactly the held-out split: none was trained on
+    split = split_data(load_data(phrasebank_zip, "all"), 42)
+    texts = {r["text"] for r in read_log(lora_run)}
+    assert texts == set(split.test.texts) and not texts & set(split.train.texts)
+    assert results["accuracy"] > 0.7, "400 sentences and one epoch already beat the 61% majority class"
+
+
+def test_full_run_meets_contract(full_run):
+    results = check_contract(full_run, use_lora=False)
+    assert (full_run / "model.safetensors").is_file() and not (full_run / "adapter_config.json").exists()
+    assert results["trainable_percent"] == pytest.approx(100.0)
+    assert results["accuracy"] > 0.7
+
+
+def test_same_seed_same_split_and_metrics(lora_run, phrasebank_zip, tmp_path):
+    again = train_short(tmp_path / "again", phrasebank_zip, "--use_lora", "--version", "v1")
+    first = json.loads((lora_run / "results.json").read_text())
+    assert [r["text"] for r in read_log(tmp_path / "again")] == [r["text"] for r in read_log(lora_run)]
+    for key in ("accuracy", "macro_f1", "confusion_matrix"):
+        assert again[key] == first[key]
+    assert again["ece"] == pytest.approx(first["ece"], abs=1e-6)
+
+
+def test_evaluate_command_on_other_data(lora_run, phrasebank_zip, tmp_path):
+    from finsent.cli import main
+
+    assert main(["evaluate", "--model_dir", str(lora_run), "--data_path", str(phrasebank_zip), "--agreement", "75",
+                 "--output_dir", str(tmp_path / "eval")]) == 0
+    results = json.loads((tmp_path / "eval" / "results.json").read_text())
+    rows = read_log(tmp_path / "eval")
+    assert results["n_test"] == len(rows) == len(load_data(phrasebank_zip, "75"))
+    assert np.mean([r["is_correct"] == "True" for r in rows]) == pytest.approx(results["accuracy"])
+
+
+def test_version_defaults_to_next_free(tmp_path, lora_run, full_run):
+    from finsent.trainer import next_version
+
+    assert json.loads((full_run / "results.json").read_text())["version"] == "v2"
+
+    (tmp_path / "v1").mkdir()
+    (tmp_path / "v2").mkdir()
+    assert next_version(tmp_path) == "v3"
+    assert next_version(lora_run.parent) == "v3"  # siblings lora (v1) and full (v2) label by results.json
+
+
+def test_interrupted_training_resumes(tmp_path, phrasebank_zip):
+    out = tmp_path / "resumable"
+    args = [sys.executable, "train.py", "--data_path", str(phrasebank_zip), "--output_dir", str(out), "--use_lora",
+            "--num_epochs", "3", "--max_train_samples", "200", "--max_eval_samples", "60", "--max_length", "64"]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.Popen(args, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while not list((out / "checkpoints").glob("checkpoint-*/trainer_state.json")) and time.time() < deadline:
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "--resume_from_checkpoint auto" in err and "Traceback" not in err
+    assert not (out / "results.json").exists()
+    done = subprocess.run(args + ["--resume_from_checkpoint", "auto"], cwd=root, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "resuming from" in done.stdout
+    results = json.loads((out / "results.json").read_text())
+    assert results["epochs_run"] == 3 and results["version"] == "v1"
