@@ -125,3 +125,15 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, case):
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert lines[0].startswith("finsent: error: ") and expected in lines[0], lines[0]
     assert not (tmp_path / "run" / "results.json").exists()
+
+
+def test_extra_training_data_never_includes_val_or_test(phrasebank_zip):
+    from finsent.data import add_to_train
+
+    splits = split_data(load_data(phrasebank_zip, "all"), 3)
+    extra = load_data(phrasebank_zip, "50")
+    more, n = add_to_train(splits, extra)
+    assert len(more.train) == len(splits.train) + n and n > 2000
+    check_no_leakage(more)
+    assert more.val.texts == splits.val.texts and more.test.texts == splits.test.texts
+    assert len(set(more.train.texts)) == len(more.train)

@@ -217,6 +217,15 @@ def split_data(data: LabelledData, seed: int, val_size: float = 0.1, test_size: 
     return splits
 
 
+def add_to_train(splits: Splits, extra: LabelledData) -> tuple[Splits, int]:
+    """Add extra labelled sentences to train, minus every validation/test sentence and those already in train."""
+    held = set(splits.val.texts) | set(splits.test.texts) | set(splits.train.texts)
+    keep = [i for i, t in enumerate(extra.texts) if t not in held]
+    train = LabelledData(splits.train.texts + [extra.texts[i] for i in keep],
+                         splits.train.labels + [extra.labels[i] for i in keep], splits.train.source)
+    return Splits(train, splits.val, splits.test), len(keep)
+
+
 def check_no_leakage(splits: Splits) -> None:
     """Fail loudly if any validation or test sentence is also in train."""
     train = set(splits.train.texts)

@@ -37,21 +37,48 @@ def load_tokenizer(name_or_path: str):
         raise FinsentError(f"{name_or_path}: cannot load a tokenizer ({str(e).splitlines()[0]}); pass a local model folder or a reachable hub id") from None
 
 
-def load_base_model(name_or_path: str):
-    """A sequence-classification model with our label map; the head is new unless the checkpoint has one that fits."""
-    from transformers import AutoModelForSequenceClassification
+def _label_order(name_or_path: str) -> list[int] | None:
+    """Source head rows for our label order, when the checkpoint's labels are ours in another order (e.g. FinBERT)."""
+    from transformers import AutoConfig
 
     try:
-        return AutoModelForSequenceClassification.from_pretrained(
+        id2label = AutoConfig.from_pretrained(name_or_path).id2label or {}
+    except (OSError, ValueError):
+        return None
+    names = {str(v).lower(): int(k) for k, v in id2label.items()}
+    if sorted(names) != sorted(LABELS) or [names[n] for n in LABELS] == list(range(len(LABELS))):
+        return None
+    return [names[n] for n in LABELS]
+
+
+def _reorder_head(model, rows: list[int]) -> None:
+    import torch
+
+    head = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == len(LABELS)][-1]
+    with torch.no_grad():
+        head.weight.copy_(head.weight[rows].clone())
+        if head.bias is not None:
+            head.bias.copy_(head.bias[rows].clone())
+
+
+def load_base_model(name_or_path: str):
+    """A sequence-classification model with our label map; a fitting head is kept (rows reordered to our labels)."""
+    from transformers import AutoModelForSequenceClassification
+
+    rows = _label_order(name_or_path)
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
             name_or_path,
             num_labels=len(LABELS),
             id2label=dict(enumerate(LABELS)),
             label2id=LABEL2ID,
             ignore_mismatched_sizes=True,
-            use_safetensors=None,
         )
     except OSError as e:
         raise FinsentError(f"{name_or_path}: cannot load the model ({str(e).splitlines()[0]}); pass a local model folder or a reachable hub id") from None
+    if rows is not None:
+        _reorder_head(model, rows)
+    return model
 
 
 def read_lora_config(path: str | Path) -> dict:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from finsent import modeling
-from finsent.data import LABELS, LabelledData, Splits, check_no_leakage, load_data, split_data
+from finsent.data import LABELS, LabelledData, Splits, add_to_train, check_no_leakage, load_data, split_data
 from finsent.errors import FinsentError
 from finsent.evaluation import evaluate_logits, predict_logits, write_report
 from finsent.serialization import read_json, write_json
@@ -111,6 +111,10 @@ def train(cfg: TrainConfig, log=print) -> dict:
 
     data = load_data(cfg.data_path, cfg.agreement, cfg.text_column, cfg.label_column)
     splits = split_data(data, cfg.seed)
+    n_extra = 0
+    if cfg.extra_train_agreement:
+        extra = load_data(cfg.data_path, cfg.extra_train_agreement, cfg.text_column, cfg.label_column)
+        splits, n_extra = add_to_train(splits, extra)
     splits = Splits(
         _subsample(splits.train, cfg.max_train_samples, cfg.seed),
         _subsample(splits.val, cfg.max_eval_samples, cfg.seed),
@@ -207,7 +211,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
         "epochs_run": trainer.state.epoch,
         "best_val_macro_f1": trainer.state.best_metric,
         "n_train": len(splits.train), "n_val": len(splits.val), "n_test": len(splits.test),
-        "data": {**data.source, "seed": cfg.seed},
+        "data": {**data.source, "seed": cfg.seed, "extra_train_agreement": cfg.extra_train_agreement, "n_extra_train": n_extra},
         "config": config,
         "labels": list(LABELS),
     }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 PACKAGED_CONFIG_DIR = Path(__file__).resolve().parent / "config"
@@ -14,6 +14,7 @@ class TrainConfig:
     data_path: str = "financial_phrasebank"
     output_dir: str | None = None  # None = runs/<version>
     agreement: str = "all"
+    extra_train_agreement: str | None = None  # also train on this PhraseBank level minus every val/test sentence
     use_lora: bool = False
     lora_config: str = str(PACKAGED_CONFIG_DIR / "lora_config.json")
     batch_size: int = 16
@@ -34,7 +35,6 @@ class TrainConfig:
     text_column: str = "text"
     label_column: str = "label"
     eval_batch_size: int = 64
-    extra: dict = field(default_factory=dict)
 
     @property
     def lr(self) -> float:
