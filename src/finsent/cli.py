@@ -35,6 +35,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--high_confidence", type=float, default=d.high_confidence, help="wrong predictions at or above this confidence are 'High-Confidence Error' (default: %(default)s)")
     p.add_argument("--text_column", default=d.text_column, help="text column of a CSV/JSONL (default: %(default)s)")
     p.add_argument("--label_column", default=d.label_column, help="label column of a CSV/JSONL (default: %(default)s)")
+    p.add_argument("--tracking_uri", default=None, help="MLflow tracking URI, e.g. a team server http://host:5000 (default: sqlite:///<output_dir's parent>/mlruns.db)")
 
 
 def cmd_train(args: argparse.Namespace) -> int:

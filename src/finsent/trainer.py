@@ -12,11 +12,13 @@ from pathlib import Path
 import numpy as np
 
 from finsent import modeling
+from finsent.calibration import calibrate
 from finsent.data import LABELS, LabelledData, Splits, add_to_train, check_no_leakage, load_data, split_data
 from finsent.errors import FinsentError
 from finsent.evaluation import evaluate_logits, predict_logits, write_report
 from finsent.serialization import read_json, write_json
 from finsent.training_args import TrainConfig
+from finsent.tracking import log_run_safely
 
 
 class EncodedDataset:
@@ -215,9 +217,11 @@ def train(cfg: TrainConfig, log=print) -> dict:
         "config": config,
         "labels": list(LABELS),
     }
+    results.update(calibrate(val_logits, splits.val.labels, test_logits, splits.test.labels))  # temperature for serving
     write_report(out, results, rows)
     shutil.rmtree(ckpt_dir, ignore_errors=True)  # the run finished: the best model is saved above
     log(f"test accuracy {results['accuracy']:.4f}  macro-F1 {results['macro_f1']:.4f}  ECE {results['ece']:.4f}  "
         f"avg confidence {results['avg_confidence']:.3f}  training {train_runtime:.0f}s")
     log(f"artifacts: {out}/ (results.json, evaluation_log.csv, {'adapter' if cfg.use_lora else 'model'}, tokenizer)")
+    log_run_safely(out, cfg.tracking_uri, log)  # MLflow; a tracking failure only warns
     return results

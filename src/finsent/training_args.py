@@ -35,6 +35,7 @@ class TrainConfig:
     text_column: str = "text"
     label_column: str = "label"
     eval_batch_size: int = 64
+    tracking_uri: str | None = None  # MLflow; None = sqlite:///<run folder's parent>/mlruns.db
 
     @property
     def lr(self) -> float:
