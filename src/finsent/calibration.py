@@ -55,3 +55,35 @@ def calibrate(val_logits, val_labels, test_logits, test_labels, n_bins: int = 15
         "val_nll_before": nll(val_logits, val_labels, 1.0),
         "val_nll_after": nll(val_logits, val_labels, temperature),
     }
+
+
+def run_calibration(results: dict, val_logits: dict | None, probs, y_true, n_bins: int = 15) -> dict | None:
+    """Calibration of a finished run: stored T (or T fitted on its val_logits.npz) re-applied to the test log.
+
+    Returns temperature, validation NLL before/after, test confidence/correctness before and after scaling and
+    test ECE before/after; None when the run has neither a stored T nor validation logits."""
+    temperature = results.get("temperature")
+    nll_before, nll_after = results.get("val_nll_before"), results.get("val_nll_after")
+    fitted = temperature is None
+    if fitted:
+        if val_logits is None or len(val_logits["labels"]) == 0:
+            return None
+        temperature = fit_temperature(val_logits["logits"], val_logits["labels"])
+        nll_before = nll(val_logits["logits"], val_logits["labels"], 1.0)
+        nll_after = nll(val_logits["logits"], val_logits["labels"], temperature)
+    probs = np.asarray(probs, dtype=np.float64)
+    y_true = np.asarray(y_true)
+    conf_before = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == y_true
+    conf_after, _ = calibrated_confidence(logits_from_probs(probs), temperature)
+    ece_after = results.get("ece_calibrated")
+    if ece_after is None:
+        ece_after = metrics.expected_calibration_error(conf_after, correct, n_bins)
+    return {
+        "temperature": float(temperature), "fitted_here": fitted,
+        "val_nll_before": nll_before, "val_nll_after": nll_after,
+        "confidence_before": conf_before, "confidence_after": conf_after, "correct": correct,
+        "ece_before": metrics.expected_calibration_error(conf_before, correct, n_bins), "ece_after": float(ece_after),
+        "bins_before": metrics.reliability_bins(conf_before, correct, n_bins),
+        "bins_after": metrics.reliability_bins(conf_after, correct, n_bins),
+    }

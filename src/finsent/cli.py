@@ -72,6 +72,53 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_runs(args: argparse.Namespace) -> int:
+    from finsent.runs import format_table, runs_table
+
+    print(format_table(runs_table(args.root)))
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    import time
+
+    from finsent.dashboard import write_dashboard
+
+    start = time.perf_counter()
+    out, runs = write_dashboard(args.runs, args.out)
+    size = out.stat().st_size / 1e6
+    print(f"dashboard: {out} ({size:.1f} MB, {len(runs)} run{'s' if len(runs) != 1 else ''}: "
+          f"{', '.join(r.label for r in runs)}; {time.perf_counter() - start:.1f}s); open it in any browser, offline")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from finsent.export import export_runs
+    from finsent.runs import load_runs
+
+    runs = load_runs(args.runs)
+    paths = export_runs(runs, args.out)
+    print(f"exported {len(runs)} run{'s' if len(runs) != 1 else ''} to {args.out}/: {', '.join(p.name for p in paths)}")
+    return 0
+
+
+def add_observability_commands(sub) -> None:
+    """`finsent runs`, `finsent dashboard` and `finsent export`."""
+    p = sub.add_parser("runs", help="list training runs: version, date, model, LoRA or full, metrics, training time")
+    p.add_argument("--root", default="runs", help="folder holding the run folders (default: %(default)s)")
+    p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("dashboard", help="write one self-contained HTML page of model health from run folders")
+    p.add_argument("--runs", nargs="+", required=True, metavar="DIR", help="run folders (or a folder of run folders); the first is the comparison baseline")
+    p.add_argument("--out", default="dashboard.html", help="HTML file to write (default: %(default)s)")
+    p.set_defaults(func=cmd_dashboard)
+
+    p = sub.add_parser("export", help="write tidy CSVs (runs, predictions, per-class metrics, confusion) for Power BI or a spreadsheet")
+    p.add_argument("--runs", nargs="+", required=True, metavar="DIR", help="run folders (or a folder of run folders)")
+    p.add_argument("--out", required=True, help="folder for the CSV files")
+    p.set_defaults(func=cmd_export)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="finsent", description="Financial news sentiment: train, evaluate, serve.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -91,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--low_confidence", type=float, default=d.low_confidence)
     p.add_argument("--high_confidence", type=float, default=d.high_confidence)
     p.set_defaults(func=cmd_evaluate)
+    add_observability_commands(sub)
     return parser
 
 

@@ -70,6 +70,11 @@ def write_json(path: Path, obj: Any) -> None:
     _atomic_write(path, lambda f: f.write(text))
 
 
+def write_text(path: Path, text: str) -> None:
+    """Write a text file (UTF-8) atomically."""
+    _atomic_write(path, lambda f: f.write(text))
+
+
 def write_csv(path: Path, rows: Iterable[dict], fieldnames: list[str]) -> None:
     """Write dict rows as CSV atomically; values pass through to_jsonable first."""
 
