@@ -170,7 +170,8 @@ def compare_metrics_figure(runs: list[Run], cals: list[dict | None]) -> go.Figur
     fig.update_yaxes(range=[0, 1.12], row=1, col=1)
     fig.update_yaxes(rangemode="tozero", row=1, col=2)
     fig.update_annotations(font_size=12)
-    return _layout(fig, "Headline metrics per run", barmode="group")
+    _layout(fig, "Headline metrics per run", barmode="group")
+    return fig.update_layout(legend={"y": -0.12, "yanchor": "top", "x": 0.5, "xanchor": "center"}, margin={"b": 70})
 
 
 def compare_per_class_figure(runs: list[Run]) -> go.Figure:
@@ -278,7 +279,7 @@ def error_table(log: pd.DataFrame, i: int) -> str:
     controls = (f'<div class="filters">{select("type", types)}{select("true label", LABELS)}{select("predicted label", LABELS)}'
                 f'<label>text <input type="search" data-filter="text" placeholder="contains…"></label>'
                 f'<span class="count" data-count>{len(rows)} of {len(rows)}</span></div>')
-    tbl = table(["type", "true", "predicted", "confidence", "margin", "id", "sentence"], rows, "sortable errors", attrs, raw=True)
+    tbl = '<div class="scroll">' + table(["type", "true", "predicted", "confidence", "margin", "id", "sentence"], rows, "sortable errors", attrs, raw=True) + "</div>"
     note = "" if rows else '<p class="note">No errors or low-confidence predictions in this run.</p>'
     return f'<div class="error-table" id="errors-table-{i}">{controls}{tbl}{note}</div>'
 
@@ -305,7 +306,7 @@ def calibration_panel(run: Run, i: int, cal: dict | None) -> str:
             f'{plot_div(reliability_figure(cal), f"calibration-reliability-{i}")}'
             f'{plot_div(calibrated_confidence_figure(cal), f"calibration-confidence-{i}")}</div>'
             f'<p class="note">Temperature scaling divides the logits by T before the softmax: predictions and accuracy do not '
-            f'change, only the confidence. T &gt; 1 softens an over-confident model. The serving side reads <code>temperature</code> from results.json.</p>')
+            f'change, only the confidence. T &gt; 1 softens an over-confident model, T &lt; 1 sharpens an under-confident one. The serving side reads <code>temperature</code> from results.json.</p>')
 
 
 def data_quality_panel(run: Run, i: int) -> str:
@@ -314,8 +315,8 @@ def data_quality_panel(run: Run, i: int) -> str:
     flagged = run.log["sample_id"].isin(issues["sample_id"]).to_numpy()
     rows = [[str(int(x.rank)), f"{x.label_quality:.4f}", x.given_label, x.suggested_label, f"{x.suggested_confidence:.3f}",
              str(int(x.sample_id)), x.text] for x in issues.itertuples()]
-    tbl = table(["rank", "label quality", "given label", "suggested label", "confidence in suggestion", "id", "sentence"], rows,
-                "issues") if rows else '<p class="note">cleanlab found no suspected label issue in this run\'s test split.</p>'
+    tbl = '<div class="scroll">' + table(["rank", "label quality", "given label", "suggested label", "confidence in suggestion", "id", "sentence"], rows,
+                "issues") + "</div>" if rows else '<p class="note">cleanlab found no suspected label issue in this run\'s test split.</p>'
     return (f'{run_heading(run)}<p>cleanlab (confident learning) on the out-of-sample test-split probabilities flags '
             f'<b>{len(issues)}</b> of {len(run.log)} sentences ({len(issues) / max(len(run.log), 1):.1%}) whose given label '
             f'the model finds unlikely. Ranked most suspicious first; review them before trusting the errors they cause.</p>'
@@ -360,7 +361,7 @@ def comparison_panel(runs: list[Run], cals: list[dict | None]) -> str:
         frows = [[f'<td><span class="tag {esc(c.kind)}">{esc(c.kind)}</span></td>', f"<td>{esc(c.true_label)}</td>",
                   f"<td>{esc(c.pred_label_base)} ({c.confidence_base:.2f})</td>", f"<td>{esc(c.pred_label_other)} ({c.confidence_other:.2f})</td>",
                   f'<td class="text">{esc(c.text)}</td>'] for c in flips.itertuples()]
-        ftable = table(["change", "true", f"{base.label} predicted", f"{o.label} predicted", "sentence"], frows, "flips", raw=True) \
+        ftable = '<div class="scroll">' + table(["change", "true", f"{base.label} predicted", f"{o.label} predicted", "sentence"], frows, "sortable flips", raw=True) + "</div>" \
             if frows else '<p class="note">No prediction changed.</p>'
         sections.append(f'<h3>{esc(name)}: {counts["fixed"]} fixed, {counts["broken"]} broken, {counts["changed"]} changed, '
                         f'{counts["same"]} unchanged of {len(changes)} sentences scored by both</h3>'
@@ -398,6 +399,7 @@ td.text{max-width:760px}td.up{color:#2e7d32;font-weight:600}td.down{color:#c6282
 .filters{display:flex;gap:14px;flex-wrap:wrap;align-items:center;margin:6px 0}.filters select,.filters input{font-size:13px;padding:3px}
 .count{color:#607d8b}.note{color:#607d8b}.run-meta{color:#455a64;margin:4px 0}
 .warnings{background:#fff3e0;border-left:4px solid #fb8c00;padding:8px 12px;margin-bottom:12px}
+.scroll{max-height:620px;overflow:auto;margin:8px 0 18px;box-shadow:0 1px 2px rgba(0,0,0,.08)}.scroll table{margin:0;box-shadow:none}
 code{font-size:12px;background:#eceff1;padding:1px 4px;border-radius:3px}
 """
 
