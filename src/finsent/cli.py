@@ -18,7 +18,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data_path", default=d.data_path, help="FinancialPhraseBank-v1.0.zip, its extracted folder, a Sentences_*.txt, a CSV/JSONL with text and label columns, or 'financial_phrasebank' to fetch the zip from the hub (default: %(default)s)")
     p.add_argument("--output_dir", default=None, help="run folder for the model and results (default: runs/<version>)")
     p.add_argument("--agreement", default=d.agreement, choices=AGREEMENTS, help="PhraseBank annotator-agreement level (default: %(default)s)")
-    p.add_argument("--extra_train_agreement", default=None, choices=AGREEMENTS[:3], help="also train on this PhraseBank agreement level, minus every validation and test sentence (PhraseBank only)")
+    p.add_argument("--extra_train_agreement", default=d.extra_train_agreement, choices=[*AGREEMENTS[:3], "none"], help="also train on the sentences of this PhraseBank agreement level that are not in validation or test; 'none' to switch off (default: %(default)s)")
     p.add_argument("--use_lora", action="store_true", help="train a LoRA adapter (PEFT) instead of fine-tuning every weight")
     p.add_argument("--lora_config", default=d.lora_config, help="LoRA settings as JSON (default: config/lora_config.json)")
     p.add_argument("--batch_size", type=int, default=d.batch_size, help="training batch size (default: %(default)s)")
@@ -43,6 +43,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     fields = TrainConfig.__dataclass_fields__
     cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    if cfg.extra_train_agreement == "none":
+        cfg.extra_train_agreement = None
     train(cfg)
     return 0
 

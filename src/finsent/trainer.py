@@ -114,7 +114,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
     data = load_data(cfg.data_path, cfg.agreement, cfg.text_column, cfg.label_column)
     splits = split_data(data, cfg.seed)
     n_extra = 0
-    if cfg.extra_train_agreement:
+    if cfg.extra_train_agreement and data.source["format"] == "phrasebank":
         extra = load_data(cfg.data_path, cfg.extra_train_agreement, cfg.text_column, cfg.label_column)
         splits, n_extra = add_to_train(splits, extra)
     splits = Splits(

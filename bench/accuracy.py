@@ -1,0 +1,197 @@
+#!/usr/bin/env python
+"""Accuracy benchmark: baselines, full fine-tuning, the seed's LoRA and the finsent recipe on the same splits and seeds.
+
+    python bench/accuracy.py --data_path ../shared/data/FinancialPhraseBank-v1.0.zip --agreement all --seeds 0 1 2 3 4
+
+Writes bench/results/accuracy_<agreement>.md and .json (mean ± std over seeds of accuracy, macro-F1, ECE before
+and after temperature scaling, training time, trainable parameters). Each neural method is a real `finsent train`
+run; the test split of each seed is scored once per method.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from finsent import metrics
+from finsent.calibration import fit_temperature
+from finsent.data import LABELS, load_data, split_data
+from finsent.serialization import write_json
+from finsent.trainer import train
+from finsent.training_args import PACKAGED_CONFIG_DIR, TrainConfig
+
+GOALS = {"all": {"accuracy": 0.975, "macro_f1": 0.965, "ece_calibrated": 0.02}, "50": {"accuracy": 0.87, "ece_calibrated": 0.02}}
+
+
+def score(test_logits, test_labels, val_logits, val_labels) -> dict:
+    """Accuracy, macro-F1 and ECE before/after a temperature fitted on validation logits."""
+    t = fit_temperature(val_logits, val_labels)
+    out = {}
+    for key, temp in (("ece", 1.0), ("ece_calibrated", t)):
+        probs = metrics.softmax(test_logits, temp)
+        out[key] = metrics.expected_calibration_error(probs.max(1), probs.argmax(1) == np.asarray(test_labels))
+    m = metrics.classification_metrics(test_labels, np.asarray(test_logits).argmax(1), LABELS)
+    return {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], **out, "temperature": t}
+
+
+def tfidf_logreg(splits) -> dict:
+    """TF-IDF word/bigram features + logistic regression; C chosen on validation."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    start = time.perf_counter()
+    vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1)
+    x_train = vec.fit_transform(splits.train.texts)
+    best = max(
+        (LogisticRegression(C=c, max_iter=2000).fit(x_train, splits.train.labels) for c in (1, 4, 16, 64)),
+        key=lambda m: m.score(vec.transform(splits.val.texts), splits.val.labels),
+    )
+    runtime = time.perf_counter() - start
+    logit = lambda texts: best.predict_log_proba(vec.transform(texts))  # noqa: E731
+    return {**score(logit(splits.test.texts), splits.test.labels, logit(splits.val.texts), splits.val.labels),
+            "train_runtime_s": runtime, "trainable_params": int(best.coef_.size + best.intercept_.size)}
+
+
+class FrozenEncoder:
+    """Mean-pooled all-MiniLM-L6-v2 sentence embeddings, computed once per sentence."""
+
+    def __init__(self):
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        from finsent.modeling import packaged_model_dir
+
+        self.torch = torch
+        self.tok = AutoTokenizer.from_pretrained(packaged_model_dir())
+        self.model = AutoModel.from_pretrained(packaged_model_dir()).eval()
+        self.cache: dict[str, np.ndarray] = {}
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        todo = [t for t in dict.fromkeys(texts) if t not in self.cache]
+        with self.torch.inference_mode():
+            for i in range(0, len(todo), 64):
+                batch = todo[i:i + 64]
+                enc = self.tok(batch, padding=True, truncation=True, max_length=128, return_tensors="pt")
+                hidden = self.model(**enc).last_hidden_state
+                mask = enc["attention_mask"].unsqueeze(-1).float()
+                emb = (hidden * mask).sum(1) / mask.sum(1)
+                emb = self.torch.nn.functional.normalize(emb, dim=-1).numpy()
+                self.cache.update(zip(batch, emb))
+        return np.stack([self.cache[t] for t in texts])
+
+
+def frozen_logreg(splits, encoder: FrozenEncoder) -> dict:
+    from sklearn.linear_model import LogisticRegression
+
+    start = time.perf_counter()
+    x_train = encoder(splits.train.texts)
+    best = max(
+        (LogisticRegression(C=c, max_iter=3000).fit(x_train, splits.train.labels) for c in (1, 4, 16, 64)),
+        key=lambda m: m.score(encoder(splits.val.texts), splits.val.labels),
+    )
+    runtime = time.perf_counter() - start
+    logit = lambda texts: best.predict_log_proba(encoder(texts))  # noqa: E731
+    return {**score(logit(splits.test.texts), splits.test.labels, logit(splits.val.texts), splits.val.labels),
+            "train_runtime_s": runtime, "trainable_params": int(best.coef_.size + best.intercept_.size)}
+
+
+def finetune(cfg: TrainConfig) -> dict:
+    """A real finsent training run; test logits re-scored with a temperature fitted on its validation logits."""
+    import csv
+
+    results = train(cfg, log=lambda *a: None)
+    out = Path(cfg.output_dir)
+    val = np.load(out / "val_logits.npz")
+    with open(out / "evaluation_log.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    probs = np.array([[float(r[f"prob_{name}"]) for name in LABELS] for r in rows])
+    labels = [LABELS.index(r["true_label"]) for r in rows]
+    return {**score(np.log(np.clip(probs, 1e-12, 1)), labels, val["logits"], val["labels"]),
+            "train_runtime_s": results["train_runtime_s"], "trainable_params": results["trainable_params"]}
+
+
+def method_configs(args) -> dict:
+    """The two reference set-ups train on the chosen level alone for 3 epochs; the default recipe is TrainConfig's."""
+    base = dict(data_path=args.data_path, agreement=args.agreement)
+    plain = dict(base, extra_train_agreement=None, num_epochs=3)
+    return {
+        "full fine-tuning": dict(plain),
+        "LoRA, seed config (r=8, q/v)": dict(plain, use_lora=True, lora_config=str(PACKAGED_CONFIG_DIR / "lora_seed.json")),
+        "finsent default recipe": dict(base, use_lora=True),
+    }
+
+
+def summarize(per_seed: dict[str, list[dict]]) -> dict:
+    keys = ("accuracy", "macro_f1", "ece", "ece_calibrated", "train_runtime_s", "trainable_params")
+    return {m: {k: {"mean": float(np.mean([r[k] for r in rs])), "std": float(np.std([r[k] for r in rs])),
+                    "values": [r[k] for r in rs]} for k in keys} for m, rs in per_seed.items()}
+
+
+def to_markdown(summary: dict, args, goals: dict) -> str:
+    lines = [f"PhraseBank {args.agreement}Agree, seeds {args.seeds} (each seed its own stratified 80/10/10 split); "
+             f"mean ± std over seeds; test split scored once per method and seed.", "",
+             "| method | accuracy | macro-F1 | ECE | ECE (temperature-scaled) | train time (s) | trainable params |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for m, s in summary.items():
+        f = lambda k, d=4: f"{s[k]['mean']:.{d}f} ± {s[k]['std']:.{d}f}"  # noqa: E731
+        lines.append(f"| {m} | {f('accuracy')} | {f('macro_f1')} | {f('ece')} | {f('ece_calibrated')} | "
+                     f"{f('train_runtime_s', 0)} | {int(s['trainable_params']['mean']):,} |")
+    ours = summary.get("finsent default recipe")
+    if ours and goals:
+        lines.append("")
+        for k, target in goals.items():
+            got = ours[k]["mean"]
+            ok = got <= target if k.startswith("ece") else got >= target
+            lines.append(f"- goal {k} {'<=' if k.startswith('ece') else '>='} {target}: {got:.4f} ({'reached' if ok else 'NOT reached'})")
+        slowest = max(ours["train_runtime_s"]["values"])
+        lines.append(f"- goal training <= 300 s per run: slowest {slowest:.0f} s ({'reached' if slowest <= 300 else 'NOT reached'})")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data_path", default="../shared/data/FinancialPhraseBank-v1.0.zip")
+    p.add_argument("--agreement", default="all", choices=["50", "66", "75", "all"])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    p.add_argument("--methods", nargs="+", default=None, help="subset of: tfidf frozen full lora_seed finsent")
+    p.add_argument("--out", default="bench/results")
+    args = p.parse_args(argv)
+    short = {"tfidf": "TF-IDF + logistic regression", "frozen": "frozen MiniLM embeddings + logistic regression",
+             "full": "full fine-tuning", "lora_seed": "LoRA, seed config (r=8, q/v)", "finsent": "finsent default recipe"}
+    wanted = [short[m] for m in (args.methods or short)]
+    data = load_data(args.data_path, args.agreement)
+    configs = method_configs(args)
+    per_seed: dict[str, list[dict]] = {m: [] for m in wanted}
+    encoder = FrozenEncoder() if short["frozen"] in wanted else None
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in args.seeds:
+            splits = split_data(data, seed)
+            for m in wanted:
+                if m == short["tfidf"]:
+                    r = tfidf_logreg(splits)
+                elif m == short["frozen"]:
+                    r = frozen_logreg(splits, encoder)
+                else:
+                    r = finetune(TrainConfig(**configs[m], seed=seed, version=f"s{seed}", output_dir=f"{tmp}/{len(per_seed[m])}-{seed}-{wanted.index(m)}"))
+                per_seed[m].append(r)
+                print(f"seed {seed} | {m}: accuracy {r['accuracy']:.4f} macro-F1 {r['macro_f1']:.4f} ECE {r['ece']:.4f} "
+                      f"-> {r['ece_calibrated']:.4f} | {r['train_runtime_s']:.0f}s", flush=True)
+    summary = summarize(per_seed)
+    md = to_markdown(summary, args, GOALS.get(args.agreement, {}))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"accuracy_{args.agreement}.md").write_text(md)
+    write_json(out / f"accuracy_{args.agreement}.json", {"args": vars(args), "summary": summary, "per_seed": per_seed,
+                                                          "recipe": dataclasses.asdict(TrainConfig(use_lora=True))})
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
