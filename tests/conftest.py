@@ -45,3 +45,16 @@ def full_run(runs_root, lora_run, phrasebank_zip) -> Path:
     """Full fine-tuning; no --version, so it takes the next free one (v2) beside the LoRA run."""
     train_short(runs_root / "full", phrasebank_zip)
     return runs_root / "full"
+
+
+@pytest.fixture(scope="session")
+def onnx_run(lora_run, tmp_path_factory) -> Path:
+    """A copy of the LoRA run with `finsent export-onnx` output in <run>/onnx (fp32 and int8)."""
+    import shutil
+
+    from finsent.cli import main
+
+    run = tmp_path_factory.mktemp("onnx") / "lora"
+    shutil.copytree(lora_run, run)
+    assert main(["export-onnx", "--model_dir", str(run)]) == 0
+    return run

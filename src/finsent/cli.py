@@ -121,6 +121,95 @@ def add_observability_commands(sub) -> None:
     p.set_defaults(func=cmd_export)
 
 
+def _predictor(args: argparse.Namespace):
+    from transformers.utils import logging as hf_logging
+
+    from finsent.inference import Predictor
+
+    hf_logging.disable_progress_bar()
+    return Predictor(args.model_dir, backend=args.backend, batch_size=args.batch_size, num_threads=args.threads)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from finsent import predict
+
+    if args.texts and args.input:
+        raise FinsentError("give sentences as arguments or --input FILE, not both")
+    if args.input:
+        source = predict.open_file(args.input, args.text_column)
+    elif args.texts:
+        source = predict.open_args(args.texts)
+    elif sys.stdin is None or sys.stdin.isatty():
+        raise FinsentError("nothing to score: give sentences as arguments, --input FILE (csv, jsonl or txt), or pipe them on stdin, one a line")
+    else:
+        source = predict.open_stdin()
+    predictor = _predictor(args)
+    summary = predict.run(predictor, source, args.output, args.chunk_size, show_progress=not args.quiet and not args.texts)
+    if args.output:
+        print(f"scored {summary.scored} of {summary.rows} rows with {predictor.info.version} ({predictor.backend_name}) -> {args.output}", file=sys.stderr)
+    if summary.empty:
+        print(f"finsent: note: {summary.empty} rows had an empty {args.text_column!r} and were not scored (e.g. {', '.join(summary.empty_where)})", file=sys.stderr)
+    if summary.truncated:
+        print(f"finsent: note: {summary.truncated} texts were longer than {predictor.info.max_length} tokens and were truncated (column 'truncated')", file=sys.stderr)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from finsent.serving import serve
+
+    serve(_predictor(args), host=args.host, port=args.port, log_level=args.log_level,
+          max_batch_texts=args.max_batch_texts, max_wait_ms=args.max_wait_ms)
+    return 0
+
+
+def cmd_export_onnx(args: argparse.Namespace) -> int:
+    from transformers.utils import logging as hf_logging
+
+    from finsent.exporters.onnx import export_onnx
+
+    hf_logging.disable_progress_bar()
+    info = export_onnx(args.model_dir, args.output_dir, quantize=not args.no_quantize)
+    print(f"exported {info['version']} to {info['output_dir']}/: {', '.join(info['files'])} (fp32 max |logit diff| vs PyTorch {info['fp32_max_abs_logit_diff']:.1e})")
+    return 0
+
+
+def add_serving_commands(sub) -> None:
+    """`finsent predict`, `finsent serve` and `finsent export-onnx`."""
+    from finsent.inference import BACKENDS
+    from finsent.predict import CHUNK_SIZE
+
+    def model_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--model_dir", required=True, help="a training run folder (or its exported onnx/ folder with --backend onnx)")
+        p.add_argument("--backend", default="torch", choices=BACKENDS, help="torch: the merged PyTorch model; onnx: the int8 model from finsent export-onnx (default: %(default)s)")
+        p.add_argument("--batch_size", type=int, default=32, help="sentences per forward pass, batches sorted by length (default: %(default)s)")
+        p.add_argument("--threads", type=int, default=None, help="CPU threads for inference (default: the library's choice, all cores)")
+
+    p = sub.add_parser("predict", help="score sentences from arguments, stdin or a csv/jsonl/txt file")
+    p.add_argument("texts", nargs="*", metavar="TEXT", help="sentences to score (else --input, else stdin, one a line)")
+    model_args(p)
+    p.add_argument("--input", default=None, help="a .csv or .jsonl file with a text column, or a .txt file with one sentence a line")
+    p.add_argument("--output", default=None, help="a .csv or .jsonl file for the input rows plus label, confidence, prob_<label>, truncated (default: JSON Lines on stdout)")
+    p.add_argument("--text_column", default="text", help="the column or field holding the sentence (default: %(default)s)")
+    p.add_argument("--chunk_size", type=int, default=CHUNK_SIZE, help="rows read, scored and written at a time (default: %(default)s)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("serve", help="HTTP API: POST /predict, GET /health, GET /metadata, docs at /docs")
+    model_args(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s; 0.0.0.0 for every interface)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
+    p.add_argument("--max_batch_texts", type=int, default=None, help="most texts from concurrent requests scored in one pass (default: 256)")
+    p.add_argument("--max_wait_ms", type=float, default=None, help="how long a lone request waits for company, in ms (default: 2)")
+    p.add_argument("--log_level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("export-onnx", help="merge the LoRA adapter, export ONNX and quantize it to int8 into <model_dir>/onnx/")
+    p.add_argument("--model_dir", required=True, help="a training run folder")
+    p.add_argument("--output_dir", default=None, help="where to write the ONNX files (default: <model_dir>/onnx)")
+    p.add_argument("--no_quantize", action="store_true", help="write only the fp32 model.onnx")
+    p.set_defaults(func=cmd_export_onnx)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="finsent", description="Financial news sentiment: train, evaluate, serve.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -141,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--high_confidence", type=float, default=d.high_confidence)
     p.set_defaults(func=cmd_evaluate)
     add_observability_commands(sub)
+    add_serving_commands(sub)
     return parser
 
 

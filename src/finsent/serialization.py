@@ -10,7 +10,7 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, TextIO
 
 import numpy as np
 
@@ -73,6 +73,11 @@ def write_json(path: Path, obj: Any) -> None:
 def write_text(path: Path, text: str) -> None:
     """Write a text file (UTF-8) atomically."""
     _atomic_write(path, lambda f: f.write(text))
+
+
+def write_stream(path: Path, write: Callable[[TextIO], None]) -> None:
+    """Stream a text file atomically: write(f) fills a temp file beside path, renamed over it when done."""
+    _atomic_write(path, write)
 
 
 def write_csv(path: Path, rows: Iterable[dict], fieldnames: list[str]) -> None:

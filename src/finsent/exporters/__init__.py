@@ -1,0 +1,1 @@
+"""Exporters that turn a trained run folder into other runtimes' formats."""

@@ -1,0 +1,156 @@
+"""Merge the LoRA adapter, export ONNX with dynamic batch/sequence axes, check it, quantize it to int8."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import io
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from finsent.errors import FinsentError
+from finsent.inference import EXPORT_INFO, ONNX_DIR, ONNX_FP32, ONNX_INT8, read_model_info, weights_digest
+from finsent.serialization import write_json
+
+OPSET = 18
+# onnxruntime dynamic quantization, as data: int8 weights per output channel, int8 activations quantized at run
+# time. Embedding tables (Gather) stay fp32: quantizing them saves memory, not time, and only adds error.
+QUANTIZATION = {"weight_type": "QInt8", "per_channel": True, "reduce_range": False, "op_types": ["MatMul", "Gemm"]}
+PARITY_ATOL = 1e-3
+# Synthetic sentences of varied length for the fp32 parity check (not from any data set).
+CHECK_TEXTS = [
+    "Profit rose.",
+    "The company reported a net loss for the third quarter.",
+    "Shares were unchanged in early trading on the exchange .",
+    "Net sales decreased by 12 percent to EUR 40.2 million , compared with EUR 45.7 million a year earlier .",
+    "The board proposes a dividend of 0.50 per share , and the annual general meeting will be held in April in the capital .",
+    "x",
+    "Operating profit in the period was up , and the outlook for the full year remains positive despite weaker demand in some markets .",
+    "The agreement covers deliveries over three years .",
+]
+RUN_FILES = ("finsent_model.json", "label_map.json", "results.json")
+
+
+def _logits_module(model):
+    """Wrap a sequence classifier so the exported graph has named inputs and one `logits` output."""
+    import torch
+
+    class Logits(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids, attention_mask, token_type_ids=None):
+            kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+            if token_type_ids is not None:
+                kwargs["token_type_ids"] = token_type_ids
+            return self.model(**kwargs).logits
+
+    return Logits().eval()
+
+
+def _encode(tokenizer, texts: list[str], input_names: list[str], max_length: int) -> dict[str, np.ndarray]:
+    enc = tokenizer(texts, truncation=True, max_length=max_length, padding=True, return_tensors="np")
+    return {k: enc[k].astype(np.int64) if k in enc else np.zeros_like(enc["input_ids"], dtype=np.int64) for k in input_names}
+
+
+def export_fp32(model, tokenizer, path: Path, max_length: int) -> list[str]:
+    """torch.onnx.export (the dynamo exporter) with dynamic batch and sequence axes; returns the input names."""
+    import torch
+
+    names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in tokenizer.model_input_names or n == "attention_mask"]
+    sample = _encode(tokenizer, ["an example sentence for export", "two words"], names, max_length)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    seq = torch.export.Dim("sequence", min=1, max=int(getattr(model.config, "max_position_embeddings", 512)))
+    args = tuple(torch.from_numpy(sample[n]) for n in names)
+    quiet = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(quiet):
+            torch.onnx.export(
+                _logits_module(model), args, str(path), dynamo=True, opset_version=OPSET, external_data=False,
+                input_names=names, output_names=["logits"], dynamic_shapes={n: {0: batch, 1: seq} for n in names},
+            )
+    except Exception as e:  # noqa: BLE001 - torch.export raises many kinds; the user needs one line
+        raise FinsentError(f"ONNX export failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                           "check that onnx and onnxscript are installed (pip install finsent)") from None
+    return names
+
+
+def _session(path: Path):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 0
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def check_parity(model, tokenizer, path: Path, names: list[str], max_length: int) -> float:
+    """Max |logit difference| of the ONNX model vs PyTorch over batches of several sizes and lengths."""
+    import torch
+
+    session = _session(path)
+    worst = 0.0
+    for batch in (CHECK_TEXTS, CHECK_TEXTS[:1], CHECK_TEXTS[2:5], CHECK_TEXTS[5:6] + CHECK_TEXTS[3:4]):
+        feeds = _encode(tokenizer, batch, names, max_length)
+        onnx_logits = session.run(None, feeds)[0]
+        with torch.inference_mode():
+            ref = model(**{k: torch.from_numpy(v) for k, v in feeds.items()}).logits.numpy()
+        worst = max(worst, float(np.abs(onnx_logits - ref).max()))
+    return worst
+
+
+def quantize_int8(src: Path, dst: Path, settings: dict = QUANTIZATION) -> None:
+    """onnxruntime dynamic quantization to int8 with the settings above."""
+    import logging
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # quantize_dynamic warns about pre-processing through the root logger
+    try:
+        quantize_dynamic(
+            src, dst, weight_type=getattr(QuantType, settings["weight_type"]), per_channel=settings["per_channel"],
+            reduce_range=settings["reduce_range"], op_types_to_quantize=list(settings["op_types"]),
+            nodes_to_exclude=list(settings.get("nodes_to_exclude", [])),
+        )
+    finally:
+        root.setLevel(level)
+
+
+def export_onnx(model_dir: str | Path, output_dir: str | Path | None = None, quantize: bool = True) -> dict:
+    """Write `<model_dir>/onnx/`: model.onnx (fp32), model.int8.onnx, the tokenizer, the run's metadata, export.json."""
+    from finsent.modeling import load_trained
+
+    model_dir = Path(model_dir)
+    info = read_model_info(model_dir)
+    out = Path(output_dir) if output_dir else model_dir / ONNX_DIR
+    model, tokenizer = load_trained(model_dir, merge=True)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out, prefix=".export-") as tmp:
+        tmp = Path(tmp)
+        names = export_fp32(model, tokenizer, tmp / ONNX_FP32, info.max_length)
+        diff = check_parity(model, tokenizer, tmp / ONNX_FP32, names, info.max_length)
+        if not diff <= PARITY_ATOL:
+            raise FinsentError(f"{out}: the exported ONNX model differs from PyTorch by {diff:.3g} in the logits (> {PARITY_ATOL}); not written")
+        files = [ONNX_FP32]
+        if quantize:
+            quantize_int8(tmp / ONNX_FP32, tmp / ONNX_INT8)
+            files.append(ONNX_INT8)
+        for name in files:
+            (tmp / name).replace(out / name)
+    tokenizer.save_pretrained(str(out))
+    for name in RUN_FILES:
+        if (model_dir / name).is_file() and model_dir.resolve() != out.resolve():
+            shutil.copy2(model_dir / name, out / name)
+    export = {
+        "source": str(model_dir.resolve()), "version": info.version, "source_weights_sha256": weights_digest(model_dir),
+        "opset": OPSET, "inputs": names, "files": files, "fp32_max_abs_logit_diff": diff,
+        "quantization": {"method": "onnxruntime.quantization.quantize_dynamic", **QUANTIZATION} if quantize else None,
+        "created_at": dt.datetime.now(dt.timezone.utc),
+    }
+    write_json(out / EXPORT_INFO, export)
+    return {**export, "output_dir": str(out)}

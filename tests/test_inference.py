@@ -1,0 +1,134 @@
+"""Predictor (torch and onnx backends) and the ONNX int8 export, on the short LoRA run and real PhraseBank sentences."""
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from finsent.data import load_data, split_data
+from finsent.errors import FinsentError
+from finsent.inference import Predictor
+
+LONG = "Operating profit rose to EUR 13.1 mn from EUR 8.7 mn in the corresponding period in 2007 . " * 12
+
+
+@pytest.fixture(scope="module")
+def torch_predictor(lora_run):
+    return Predictor(lora_run, "torch", batch_size=16)
+
+
+@pytest.fixture(scope="module")
+def test_texts(phrasebank_zip):
+    return split_data(load_data(phrasebank_zip, "all"), 42).test.texts
+
+
+def eval_log(run):
+    with open(run / "evaluation_log.csv", newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def test_predictions_match_the_runs_evaluation_log(torch_predictor, lora_run):
+    rows = eval_log(lora_run)
+    preds = torch_predictor.predict([r["text"] for r in rows])
+    assert [p["label"] for p in preds] == [r["pred_label"] for r in rows]
+    for p in preds:
+        assert set(p["probabilities"]) == {"negative", "neutral", "positive"}
+        assert sum(p["probabilities"].values()) == pytest.approx(1, abs=1e-5)
+        assert p["confidence"] == max(p["probabilities"].values())
+
+
+def test_input_order_and_batch_size_do_not_change_results(lora_run, torch_predictor, test_texts):
+    texts = test_texts[:40]
+    logits, _ = torch_predictor.logits(texts)
+    reversed_logits, _ = Predictor(lora_run, "torch", batch_size=1).logits(texts[::-1])
+    assert np.allclose(reversed_logits[::-1], logits, atol=1e-4)
+
+
+def test_truncation_is_flagged(torch_predictor):
+    max_length = torch_predictor.info.max_length
+    assert len(torch_predictor.tokenizer(LONG)["input_ids"]) > max_length
+    preds = torch_predictor.predict(["Sales rose .", LONG, "Net loss widened ."])
+    assert [p["truncated"] for p in preds] == [False, True, False]
+
+
+def test_probabilities_use_the_runs_temperature(lora_run, tmp_path, torch_predictor, test_texts):
+    run = tmp_path / "hot"
+    shutil.copytree(lora_run, run)
+    results = json.loads((run / "results.json").read_text())
+    results["temperature"] = 3.0
+    (run / "results.json").write_text(json.dumps(results))
+    hot = Predictor(run, "torch")
+    assert hot.info.temperature == 3.0
+    texts = test_texts[:20]
+    cold_scores, hot_scores = torch_predictor.score(texts), hot.score(texts)
+    logits, _ = torch_predictor.logits(texts)
+    expected = np.exp(logits / 3.0) / np.exp(logits / 3.0).sum(1, keepdims=True)
+    assert np.allclose(hot_scores.probs, expected, atol=1e-5)
+    assert (hot_scores.probs.argmax(1) == cold_scores.probs.argmax(1)).all()
+    if torch_predictor.info.temperature < 3.0:
+        assert (hot_scores.probs.max(1) < cold_scores.probs.max(1)).all()
+
+
+def test_bad_model_folders(tmp_path, lora_run):
+    with pytest.raises(FinsentError, match="no such run folder"):
+        Predictor(tmp_path / "missing")
+    with pytest.raises(FinsentError, match="finsent export-onnx"):
+        Predictor(lora_run, "onnx")
+    pickled = tmp_path / "pickled"
+    shutil.copytree(lora_run, pickled)
+    (pickled / "adapter_model.safetensors").rename(pickled / "adapter_model.bin")
+    with pytest.raises(FinsentError, match="pickle weights are not loaded"):
+        Predictor(pickled, "torch")
+    with pytest.raises(FinsentError, match="--backend"):
+        Predictor(lora_run, "tensorflow")
+
+
+def test_export_writes_fp32_and_int8_with_metadata(onnx_run):
+    out = onnx_run / "onnx"
+    info = json.loads((out / "export.json").read_text())
+    assert info["files"] == ["model.onnx", "model.int8.onnx"]
+    assert info["fp32_max_abs_logit_diff"] < 1e-3
+    assert info["quantization"]["method"] == "onnxruntime.quantization.quantize_dynamic"
+    assert (out / "model.int8.onnx").stat().st_size < 0.8 * (out / "model.onnx").stat().st_size
+    for name in ("tokenizer.json", "finsent_model.json", "label_map.json", "results.json"):
+        assert (out / name).is_file(), name
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(out / "model.int8.onnx"), load_external_data=False).graph.node}
+    assert ops & {"MatMulInteger", "DynamicQuantizeMatMul"}, "the int8 model has no integer matmuls"
+
+
+def test_onnx_fp32_matches_pytorch(onnx_run, torch_predictor, test_texts):
+    fp32 = Predictor(onnx_run, "onnx", onnx_file="model.onnx")
+    ref, ref_trunc = torch_predictor.logits(test_texts)
+    got, trunc = fp32.logits(test_texts)
+    assert np.abs(got - ref).max() < 1e-3
+    assert (trunc == ref_trunc).all()
+
+
+def test_int8_agrees_with_fp32_pytorch_on_the_test_split(onnx_run, torch_predictor, test_texts):
+    assert len(test_texts) == 226
+    int8 = Predictor(onnx_run, "onnx")
+    ref = torch_predictor.score(test_texts).probs.argmax(1)
+    got = int8.score(test_texts).probs.argmax(1)
+    agreement = float((got == ref).mean())
+    assert agreement >= 0.995, f"int8 agrees with fp32 PyTorch on {agreement:.2%} of the test split"
+
+
+def test_exported_folder_serves_on_its_own(onnx_run, test_texts):
+    alone = Predictor(onnx_run / "onnx", "onnx")
+    in_run = Predictor(onnx_run, "onnx")
+    assert alone.info.version == in_run.info.version == "v1"
+    assert alone.metadata()["onnx"]["file"] == "model.int8.onnx"
+    assert np.array_equal(alone.logits(test_texts[:10])[0], in_run.logits(test_texts[:10])[0])
+
+
+def test_stale_export_is_refused(onnx_run, tmp_path):
+    run = tmp_path / "retrained"
+    shutil.copytree(onnx_run, run)
+    weights = run / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1] + b" ")
+    with pytest.raises(FinsentError, match="re-run `finsent export-onnx"):
+        Predictor(run, "onnx")

@@ -1,0 +1,238 @@
+"""`finsent predict`: arguments, stdin, csv/jsonl/txt in, csv/jsonl out, streaming, and bad input (exit 2)."""
+
+import csv
+import inspect
+import io
+import json
+import os
+import subprocess
+import sys
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from finsent import cli, predict
+from finsent.cli import main
+from finsent.inference import Predictor, Scores
+
+ROOT = Path(__file__).resolve().parents[1]
+SENTENCES = [
+    "Operating profit rose to EUR 13.1 mn from EUR 8.7 mn in the corresponding period in 2007 .",
+    "The company said it will cut 300 jobs after sales fell sharply .",
+    "The annual general meeting will be held on 15 April .",
+    "Net sales increased by 18.5 % , and the order book grew .",
+    "Pre-tax loss totaled EUR 0.3 mn , compared to a profit of EUR 2.2 mn .",
+]
+PRED_COLUMNS = ["label", "confidence", "prob_negative", "prob_neutral", "prob_positive", "truncated"]
+
+
+@pytest.fixture(scope="module")
+def shared_predictor(lora_run):
+    return Predictor(lora_run, "torch")
+
+
+@pytest.fixture
+def run_cli(shared_predictor, lora_run, monkeypatch):
+    """Call `finsent predict ...` in-process with the model loaded once for the module."""
+    monkeypatch.setattr(cli, "_predictor", lambda args: shared_predictor)
+
+    def run(*argv):
+        return main(["predict", "--model_dir", str(lora_run), "--quiet", *argv])
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def expected(shared_predictor):
+    return {t: p for t, p in zip(SENTENCES, shared_predictor.predict(SENTENCES))}
+
+
+def read_csv(path):
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines()]
+
+
+def check_row(row, pred):
+    assert row["label"] == pred["label"]
+    assert float(row["confidence"]) == pytest.approx(pred["confidence"], abs=1e-6)
+    probs = [float(row[f"prob_{k}"]) for k in ("negative", "neutral", "positive")]
+    assert sum(probs) == pytest.approx(1, abs=1e-5) and max(probs) == pytest.approx(float(row["confidence"]))
+    assert str(row["truncated"]) in ("False", "false")
+
+
+def test_arguments_to_jsonl_on_stdout(run_cli, capsys, expected):
+    assert run_cli(*SENTENCES) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["text"] for r in rows] == SENTENCES
+    for row in rows:
+        check_row(row, expected[row["text"]])
+
+
+def test_csv_to_csv_keeps_order_and_columns(run_cli, tmp_path, expected):
+    src = tmp_path / "headlines.csv"
+    with open(src, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "headline", "source"])
+        for i, text in enumerate(SENTENCES):
+            w.writerow([f"n{i}", text, "wire, \"quoted\"\nsecond line"])
+        w.writerow(["n-empty", "", "blank"])
+    out = tmp_path / "out" / "scored.csv"
+    assert run_cli("--input", str(src), "--text_column", "headline", "--output", str(out), "--chunk_size", "2") == 0
+    rows = read_csv(out)
+    assert list(rows[0]) == ["id", "headline", "source", *PRED_COLUMNS]
+    assert [r["id"] for r in rows] == [f"n{i}" for i in range(len(SENTENCES))] + ["n-empty"]
+    assert all(r["source"] == "wire, \"quoted\"\nsecond line" for r in rows[:-1])
+    for row in rows[:-1]:
+        check_row(row, expected[row["headline"]])
+    assert rows[-1]["label"] == "" and rows[-1]["source"] == "blank"
+    assert not [p for p in out.parent.iterdir() if p.name != "scored.csv"], "temp file left behind"
+
+
+def test_csv_to_jsonl_and_label_column_collision(run_cli, tmp_path, expected):
+    src = tmp_path / "labelled.csv"
+    src.write_text("text,label\n" + "".join(f'"{t}",gold{i}\n' for i, t in enumerate(SENTENCES)), encoding="utf-8")
+    out = tmp_path / "scored.jsonl"
+    assert run_cli("--input", str(src), "--output", str(out)) == 0
+    rows = read_jsonl(out)
+    assert [r["label"] for r in rows] == [f"gold{i}" for i in range(len(SENTENCES))]
+    for row in rows:
+        assert row["pred_label"] == expected[row["text"]]["label"]
+        assert row["pred_truncated"] is False
+
+
+def test_jsonl_to_csv_and_jsonl(run_cli, tmp_path, expected):
+    src = tmp_path / "news.jsonl"
+    src.write_text("".join(json.dumps({"id": i, "body": t, "meta": {"k": i}}) + "\n" + ("\n" if i == 1 else "") for i, t in enumerate(SENTENCES)), encoding="utf-8")
+    out_csv, out_jsonl = tmp_path / "a.csv", tmp_path / "a.jsonl"
+    assert run_cli("--input", str(src), "--text_column", "body", "--output", str(out_csv)) == 0
+    assert run_cli("--input", str(src), "--text_column", "body", "--output", str(out_jsonl)) == 0
+    rows = read_csv(out_csv)
+    assert list(rows[0]) == ["id", "body", "meta", *PRED_COLUMNS]
+    assert [r["id"] for r in rows] == [str(i) for i in range(len(SENTENCES))]
+    records = read_jsonl(out_jsonl)
+    assert [r["meta"] for r in records] == [{"k": i} for i in range(len(SENTENCES))]
+    for row, rec in zip(rows, records):
+        check_row(row, expected[row["body"]])
+        check_row(rec, expected[rec["body"]])
+
+
+def test_txt_input_skips_blank_lines(run_cli, tmp_path, expected):
+    src = tmp_path / "lines.txt"
+    src.write_text("\ufeff" + "\r\n".join([SENTENCES[0], "", "   ", *SENTENCES[1:]]) + "\r\n", encoding="utf-8")
+    out = tmp_path / "lines.jsonl"
+    assert run_cli("--input", str(src), "--output", str(out)) == 0
+    rows = read_jsonl(out)
+    assert [r["text"] for r in rows] == SENTENCES
+    for row in rows:
+        check_row(row, expected[row["text"]])
+
+
+def test_stdin_through_the_real_command(lora_run):
+    proc = subprocess.run([sys.executable, "-m", "finsent", "predict", "--model_dir", str(lora_run), "--quiet"],
+                          input="\n".join(SENTENCES[:3]) + "\n\n", capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [r["text"] for r in rows] == SENTENCES[:3]
+    assert all(r["label"] in ("negative", "neutral", "positive") for r in rows)
+
+
+class StubPredictor:
+    """Cheap stand-in that records the chunks it is asked to score."""
+
+    labels = ("negative", "neutral", "positive")
+
+    def __init__(self):
+        self.calls = []
+
+    def score(self, texts):
+        self.calls.append(len(texts))
+        probs = np.tile([0.2, 0.5, 0.3], (len(texts), 1))
+        return Scores(probs, np.zeros(len(texts), dtype=bool), self.labels)
+
+
+def test_file_is_streamed_in_chunks(tmp_path):
+    src = tmp_path / "big.csv"
+    n = 60_000
+    with open(src, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "text"])
+        for i in range(n):
+            w.writerow([i, f"Company {i} reported that quarterly net sales rose by {i % 97} percent on strong demand ."])
+    size = src.stat().st_size
+    source = predict.open_file(src)
+    assert inspect.isgenerator(source.rows)
+    stub = StubPredictor()
+    out = tmp_path / "big.jsonl"
+    tracemalloc.start()
+    summary = predict.run(stub, source, out, chunk_size=500, show_progress=False)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert summary.rows == summary.scored == n
+    assert stub.calls == [500] * (n // 500)
+    assert peak < size / 4, f"peak traced memory {peak} bytes for a {size}-byte file: the file was loaded whole"
+    with open(out, encoding="utf-8") as f:
+        first, last = json.loads(next(f)), json.loads(list(f)[-1])
+    assert first["id"] == "0" and last["id"] == str(n - 1)
+
+
+def test_output_is_written_chunk_by_chunk(tmp_path):
+    src = tmp_path / "lines.txt"
+    src.write_text("".join(f"sentence number {i}\n" for i in range(10)), encoding="utf-8")
+    out = io.StringIO()
+    seen = []
+
+    class Spy(StubPredictor):
+        def score(self, texts):
+            seen.append(out.getvalue().count("\n"))
+            return super().score(texts)
+
+    predict.predict_rows(Spy(), predict.open_file(src), out, "jsonl", chunk_size=3)
+    assert seen == [0, 3, 6, 9]
+
+
+BAD_INPUTS = [
+    ("missing.csv", None, [], "no such input file"),
+    ("no_column.csv", "headline,source\nProfit rose,wire\n", [], "no column 'text'"),
+    ("broken.jsonl", '{"text": "fine"}\n{"text": oops}\n', [], "broken.jsonl:2: invalid JSON"),
+    ("number.jsonl", '{"text": 42}\n', [], "number.jsonl:1: field 'text' must be a string"),
+    ("nofield.jsonl", '{"body": "x"}\n', [], "nofield.jsonl:1: no field 'text'"),
+    ("ragged.csv", "text\n\"a\",b\n", [], "ragged.csv:2: 1 more cells"),
+    ("latin1.txt", "Profit rose 5 \xa3\n".encode("latin-1"), [], "not UTF-8"),
+    ("array.json", '["a"]', [], "JSON Lines"),
+    ("empty.txt", "\n\n", [], "no sentences to score"),
+    ("good.txt", "Profit rose\n", ["--output", "out.xlsx"], "expected a .csv or .jsonl"),
+    ("good.csv", "text\nProfit rose\n", ["--output", "good.csv"], "is the input file"),
+]
+
+
+@pytest.mark.parametrize("name,content,extra,message", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
+def test_bad_input_is_one_line_and_exit_2(run_cli, tmp_path, capsys, monkeypatch, name, content, extra, message):
+    monkeypatch.chdir(tmp_path)
+    if content is not None:
+        (tmp_path / name).write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
+    assert run_cli("--input", name, *extra) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("finsent: error: ") and message in err[-1], err
+    assert "Traceback" not in "\n".join(err)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temp file left behind"
+
+
+def test_bad_model_and_arguments_exit_2(tmp_path, lora_run):
+    cases = [
+        (["--model_dir", str(tmp_path / "nope"), "Profit rose"], "no such run folder"),
+        (["--model_dir", str(lora_run), "--backend", "onnx", "Profit rose"], "finsent export-onnx"),
+        (["--model_dir", str(lora_run), "--input", "x.csv", "Profit rose"], "not both"),
+    ]
+    for argv, message in cases:
+        proc = subprocess.run([sys.executable, "-m", "finsent", "predict", *argv], capture_output=True, text=True,
+                              cwd=ROOT, timeout=300, stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+        assert proc.returncode == 2, (argv, proc.stderr)
+        last = proc.stderr.strip().splitlines()[-1]
+        assert last.startswith("finsent: error: ") and message in last, proc.stderr
+        assert "Traceback" not in proc.stderr

@@ -1,0 +1,215 @@
+"""`finsent serve` as a real uvicorn process on 127.0.0.1: endpoints, every bad input (422, never 500), load."""
+
+import csv
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from finsent.serving import MAX_TEXT_CHARS, MAX_TEXTS
+
+ROOT = Path(__file__).resolve().parents[1]
+LONG = "Operating profit rose to EUR 13.1 mn from EUR 8.7 mn in the corresponding period in 2007 . " * 12
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(model_dir: Path, log: Path, *extra: str):
+    port = free_port()
+    cmd = [sys.executable, "-m", "finsent", "serve", "--model_dir", str(model_dir), "--host", "127.0.0.1",
+           "--port", str(port), "--log_level", "warning", *extra]
+    with open(log, "w") as f:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"server exited with {proc.returncode}: {log.read_text()}")
+        try:
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    proc.kill()
+    pytest.fail(f"server did not come up: {log.read_text()}")
+
+
+def stop_server(proc, log: Path) -> str:
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    return log.read_text()
+
+
+@pytest.fixture(scope="module")
+def server(lora_run, tmp_path_factory):
+    log = tmp_path_factory.mktemp("serve") / "server.log"
+    proc, url = start_server(lora_run, log)
+    yield url
+    output = stop_server(proc, log)
+    assert "Traceback" not in output and " 500 " not in output, output
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    with httpx.Client(base_url=server, timeout=120) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def logged(lora_run):
+    with open(lora_run / "evaluation_log.csv", newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def test_health_metadata_and_docs(client, lora_run):
+    assert client.get("/health").json()["status"] == "ok"
+    meta = client.get("/metadata").json()
+    results = json.loads((lora_run / "results.json").read_text())
+    assert meta["version"] == "v1" and meta["backend"] == "torch"
+    assert meta["labels"] == ["negative", "neutral", "positive"]
+    assert meta["metrics"]["accuracy"] == results["accuracy"] and meta["metrics"]["macro_f1"] == results["macro_f1"]
+    assert meta["temperature"] == pytest.approx(results.get("temperature", 1.0))
+    schema = client.get("/openapi.json").json()
+    assert {"/predict", "/health", "/metadata"} <= set(schema["paths"])
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "swagger" in docs.text.lower()
+
+
+def test_predict_returns_the_models_labels(client, logged):
+    rows = logged[:25]
+    r = client.post("/predict", json={"texts": [row["text"] for row in rows]})
+    assert r.status_code == 200
+    body = r.json()
+    assert body["model_version"] == "v1" and body["backend"] == "torch"
+    preds = body["predictions"]
+    assert [p["label"] for p in preds] == [row["pred_label"] for row in rows]
+    for p in preds:
+        assert sum(p["probabilities"].values()) == pytest.approx(1, abs=1e-5)
+        assert p["confidence"] == max(p["probabilities"].values())
+        assert p["truncated"] is False
+
+
+def test_long_text_is_truncated_and_flagged(client):
+    r = client.post("/predict", json={"texts": ["Sales rose .", LONG]})
+    assert r.status_code == 200
+    assert [p["truncated"] for p in r.json()["predictions"]] == [False, True]
+
+
+BAD = {
+    "empty list": {"texts": []},
+    "empty string": {"texts": ["Profit rose", ""]},
+    "whitespace": {"texts": ["   \n"]},
+    "number": {"texts": ["Profit rose", 42]},
+    "null": {"texts": [None]},
+    "nested list": {"texts": [["Profit rose"]]},
+    "string not list": {"texts": "Profit rose"},
+    "missing texts": {"text": ["Profit rose"]},
+    "extra field": {"texts": ["Profit rose"], "model_dir": "/etc"},
+    "too many": {"texts": ["Profit rose"] * (MAX_TEXTS + 1)},
+    "too long": {"texts": ["x" * (MAX_TEXT_CHARS + 1)]},
+    "not an object": ["Profit rose"],
+}
+
+
+@pytest.mark.parametrize("name", list(BAD))
+def test_bad_json_input_is_422_with_a_message(client, name):
+    r = client.post("/predict", json=BAD[name])
+    assert r.status_code == 422, r.text
+    body = r.json()
+    assert body["message"] and body["detail"]
+    if name in ("empty list", "too many"):
+        assert "texts" in body["message"] and ("at least 1" in body["message"] or f"at most {MAX_TEXTS}" in body["message"])
+    if name in ("empty string", "whitespace"):
+        assert "is empty" in body["message"]
+
+
+@pytest.mark.parametrize("content,headers", [
+    (b"{not json", {"content-type": "application/json"}),
+    (b"", {"content-type": "application/json"}),
+    (b'{"texts": ["a"]}', {"content-type": "text/plain"}),
+    ("{\"texts\": [\"\xff\"]}".encode("latin-1"), {"content-type": "application/json"}),
+])
+def test_malformed_bodies_are_4xx_not_500(client, content, headers):
+    r = client.post("/predict", content=content, headers=headers)
+    assert 400 <= r.status_code < 500, (r.status_code, r.text)
+
+
+def test_oversized_body_and_wrong_methods(client):
+    huge = json.dumps({"texts": ["x" * 9000] * 2000}).encode()
+    assert client.post("/predict", content=huge, headers={"content-type": "application/json"}).status_code == 413
+    assert client.get("/predict").status_code == 405
+    assert client.get("/nope").status_code == 404
+
+
+def test_load_2000_requests_from_16_clients(server, client, logged):
+    texts = [row["text"] for row in logged]
+    expected = {row["text"]: row["pred_label"] for row in logged}
+    before = client.get("/metadata").json()["serving"]
+
+    def work(worker: int) -> list[str]:
+        errors = []
+        with httpx.Client(base_url=server, timeout=120) as c:
+            for i in range(125):
+                batch = [texts[(worker * 131 + i * 7 + k) % len(texts)] for k in range(1 + i % 3)]
+                try:
+                    r = c.post("/predict", json={"texts": batch})
+                except httpx.HTTPError as e:
+                    errors.append(f"{type(e).__name__}: {e}")
+                    continue
+                if r.status_code != 200:
+                    errors.append(f"{r.status_code}: {r.text[:200]}")
+                    continue
+                labels = [p["label"] for p in r.json()["predictions"]]
+                if labels != [expected[t] for t in batch]:
+                    errors.append(f"labels {labels} for {batch}")
+        return errors
+
+    with ThreadPoolExecutor(16) as pool:
+        errors = [e for errs in pool.map(work, range(16)) for e in errs]
+    assert errors == [], errors[:5]
+    after = client.get("/metadata").json()["serving"]
+    served = after["requests_served"] - before["requests_served"]
+    batches = after["forward_batches"] - before["forward_batches"]
+    assert served == 2000
+    assert batches < served, "concurrent requests were never batched together"
+
+
+def test_onnx_backend_server(onnx_run, tmp_path, logged):
+    log = tmp_path / "onnx.log"
+    proc, url = start_server(onnx_run, log, "--backend", "onnx")
+    try:
+        meta = httpx.get(url + "/metadata", timeout=30).json()
+        assert meta["backend"] == "onnx" and meta["onnx"]["file"] == "model.int8.onnx"
+        r = httpx.post(url + "/predict", json={"texts": [row["text"] for row in logged[:5]] + [LONG]}, timeout=60)
+        assert r.status_code == 200
+        preds = r.json()["predictions"]
+        assert len(preds) == 6 and preds[-1]["truncated"] is True
+        assert httpx.post(url + "/predict", json={"texts": []}, timeout=30).status_code == 422
+    finally:
+        output = stop_server(proc, log)
+    assert "Traceback" not in output
+
+
+def test_serve_refuses_a_missing_model_or_onnx_export(tmp_path, lora_run):
+    for argv, message in [(["--model_dir", str(tmp_path / "nope")], "no such run folder"),
+                          (["--model_dir", str(lora_run), "--backend", "onnx"], "finsent export-onnx")]:
+        proc = subprocess.run([sys.executable, "-m", "finsent", "serve", *argv, "--port", str(free_port())],
+                              capture_output=True, text=True, cwd=ROOT, timeout=300)
+        assert proc.returncode == 2
+        assert proc.stderr.strip().splitlines()[-1].startswith("finsent: error: ") and message in proc.stderr
+        assert "Traceback" not in proc.stderr
