@@ -134,7 +134,8 @@ def summarize(per_seed: dict[str, list[dict]]) -> dict:
 
 
 def to_markdown(summary: dict, args, goals: dict) -> str:
-    lines = [f"PhraseBank {args.agreement}Agree, seeds {args.seeds} (each seed its own stratified 80/10/10 split); "
+    n = len(next(iter(summary.values()))["accuracy"]["values"])
+    lines = [f"PhraseBank {args.agreement}Agree, seeds {args.seeds[:n]} (each seed its own stratified 80/10/10 split); "
              f"mean ± std over seeds; test split scored once per method and seed.", "",
              "| method | accuracy | macro-F1 | ECE | ECE (temperature-scaled) | train time (s) | trainable params |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
@@ -182,6 +183,12 @@ def main(argv=None) -> int:
                 per_seed[m].append(r)
                 print(f"seed {seed} | {m}: accuracy {r['accuracy']:.4f} macro-F1 {r['macro_f1']:.4f} ECE {r['ece']:.4f} "
                       f"-> {r['ece_calibrated']:.4f} | {r['train_runtime_s']:.0f}s", flush=True)
+            md = save(per_seed, args)  # after every seed, so an interrupted benchmark keeps what it measured
+    print(md)
+    return 0
+
+
+def save(per_seed: dict[str, list[dict]], args) -> str:
     summary = summarize(per_seed)
     md = to_markdown(summary, args, GOALS.get(args.agreement, {}))
     out = Path(args.out)
@@ -189,8 +196,7 @@ def main(argv=None) -> int:
     (out / f"accuracy_{args.agreement}.md").write_text(md)
     write_json(out / f"accuracy_{args.agreement}.json", {"args": vars(args), "summary": summary, "per_seed": per_seed,
                                                           "recipe": dataclasses.asdict(TrainConfig(use_lora=True))})
-    print(md)
-    return 0
+    return md
 
 
 if __name__ == "__main__":
