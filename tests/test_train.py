@@ -122,3 +122,25 @@ def test_interrupted_training_resumes(tmp_path, phrasebank_zip):
     assert "resuming from" in done.stdout
     results = json.loads((out / "results.json").read_text())
     assert results["epochs_run"] == 3 and results["version"] == "v1"
+
+
+def test_checkpoint_with_other_label_order_is_remapped(full_run, tmp_path):
+    """A head trained as positive/negative/neutral (FinBERT's order) predicts the same sentiment after loading."""
+    import torch
+
+    from finsent.evaluation import predict_logits
+    from finsent.modeling import load_base_model, load_trained
+
+    model, tok = load_trained(full_run)
+    texts = [r["text"] for r in read_log(full_run)][:40]
+    expected = predict_logits(model, tok, texts)
+    order = [2, 0, 1]  # positive, negative, neutral
+    with torch.no_grad():
+        model.classifier.weight.copy_(model.classifier.weight[order].clone())
+        model.classifier.bias.copy_(model.classifier.bias[order].clone())
+    model.config.id2label = {0: "positive", 1: "negative", 2: "neutral"}
+    model.config.label2id = {v: k for k, v in model.config.id2label.items()}
+    model.save_pretrained(tmp_path / "finbert_order")
+    reloaded = load_base_model(str(tmp_path / "finbert_order")).eval()
+    assert reloaded.config.id2label == {0: "negative", 1: "neutral", 2: "positive"}
+    assert np.allclose(predict_logits(reloaded, tok, texts), expected, atol=1e-4)
