@@ -1,0 +1,278 @@
+#!/usr/bin/env python
+"""Inference and serving benchmark on PhraseBank sentences, CPU, 2 threads.
+
+    python bench/serving.py --model_dir runs/v1 --data_path ../shared/data/FinancialPhraseBank-v1.0.zip
+
+One run measures, each backend in its own process (so peak memory is its own): the transformers
+`pipeline("text-classification")` on the same merged model (default batch size 1, and batch size 32), finsent's
+Predictor on the torch backend, on the fp32 ONNX model and on the int8 ONNX model; sentences per second over
+--n sentences (all PhraseBank agreement levels, repeated to reach n, in a fixed shuffled order) and peak RSS.
+Then it starts `finsent serve --backend onnx` on 127.0.0.1 and measures request latency (one sentence a request)
+at 1, 8 and 32 concurrent clients. Writes bench/results/serving.md and .json. Exports ONNX first if the run
+folder has none. Not a test: the numbers depend on the machine and on what else runs on it (load is recorded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKERS = {
+    "pipeline": "transformers pipeline, batch_size=1 (default)",
+    "pipeline_b32": "transformers pipeline, batch_size=32",
+    "torch": "finsent, torch backend",
+    "onnx_fp32": "finsent, onnx fp32",
+    "onnx": "finsent, onnx int8",
+}
+GOAL = {"onnx_sentences_per_s": 1000, "speedup_vs_pipeline": 7}
+
+
+def sentences(data_path: str, n: int, seed: int = 0) -> list[str]:
+    """n PhraseBank sentences (Sentences_50Agree holds every sentence), repeated and shuffled with a fixed seed."""
+    from finsent.data import load_data
+
+    texts = load_data(data_path, "50").texts
+    rng = np.random.default_rng(seed)
+    reps = -(-n // len(texts))
+    return [texts[i % len(texts)] for i in rng.permutation(len(texts) * reps)[:n]]
+
+
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def run_worker(kind: str, model_dir: str, data_path: str, n: int, threads: int, batch_size: int) -> dict:
+    """Time one backend on n sentences in this process; report throughput, peak RSS and the predicted labels."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    torch.set_num_threads(threads)
+    texts = sentences(data_path, n)
+    t0 = time.perf_counter()
+    if kind.startswith("pipeline"):
+        from transformers import pipeline
+
+        from finsent.inference import read_model_info
+        from finsent.modeling import load_trained
+
+        model, tokenizer = load_trained(model_dir)
+        clf = pipeline("text-classification", model=model, tokenizer=tokenizer, device="cpu")
+        kwargs = {"truncation": True, "max_length": read_model_info(model_dir).max_length}
+        if kind == "pipeline_b32":
+            kwargs["batch_size"] = 32
+        run = lambda xs: [r["label"] for r in clf(xs, **kwargs)]  # noqa: E731
+    else:
+        from finsent.inference import Predictor
+
+        backend, onnx_file = ("onnx", "model.onnx") if kind == "onnx_fp32" else (kind, "model.int8.onnx")
+        predictor = Predictor(model_dir, backend, batch_size=batch_size, num_threads=threads, onnx_file=onnx_file)
+        run = lambda xs: [predictor.labels[i] for i in predictor.score(xs).probs.argmax(1)]  # noqa: E731
+    load_s = time.perf_counter() - t0
+    run(texts[:64])  # warm-up
+    load_before = load_average()
+    t0 = time.perf_counter()
+    labels = run(texts)
+    seconds = time.perf_counter() - t0
+    return {
+        "kind": kind, "n": n, "seconds": seconds, "sentences_per_s": n / seconds, "load_s": load_s,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "labels": labels,
+        "loadavg_before": load_before, "loadavg_after": load_average(),
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def latency_level(url: str, texts: list[str], clients: int, requests: int) -> dict:
+    """`requests` single-sentence POST /predict calls spread over `clients` concurrent connections."""
+    import httpx
+
+    latencies: list[float] = []
+    errors = 0
+
+    async def client(worker: int, count: int) -> None:
+        nonlocal errors
+        async with httpx.AsyncClient(base_url=url, timeout=60) as c:
+            for i in range(count):
+                text = texts[(worker * 7919 + i) % len(texts)]
+                t0 = time.perf_counter()
+                r = await c.post("/predict", json={"texts": [text]})
+                latencies.append(time.perf_counter() - t0)
+                errors += r.status_code != 200
+
+    per = requests // clients
+    t0 = time.perf_counter()
+    await asyncio.gather(*(client(w, per) for w in range(clients)))
+    wall = time.perf_counter() - t0
+    ms = np.array(latencies) * 1000
+    return {"clients": clients, "requests": len(latencies), "errors": errors, "p50_ms": float(np.percentile(ms, 50)),
+            "p99_ms": float(np.percentile(ms, 99)), "requests_per_s": len(latencies) / wall}
+
+
+def server_latency(model_dir: str, texts: list[str], threads: int, requests: int, backend: str = "onnx") -> list[dict]:
+    """Start `finsent serve` on 127.0.0.1 and measure latency at 1, 8 and 32 concurrent clients."""
+    import httpx
+
+    port = free_port()
+    log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
+    proc = subprocess.Popen([sys.executable, "-m", "finsent", "serve", "--model_dir", model_dir, "--backend", backend,
+                             "--threads", str(threads), "--host", "127.0.0.1", "--port", str(port), "--log_level", "warning"],
+                            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 300
+        while True:
+            if proc.poll() is not None or time.time() > deadline:
+                raise SystemExit(f"server did not start: {Path(log.name).read_text()}")
+            try:
+                if httpx.get(url + "/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        asyncio.run(latency_level(url, texts, 4, 200))  # warm-up
+        levels = []
+        for clients in (1, 8, 32):
+            load_before = load_average()
+            level = asyncio.run(latency_level(url, texts, clients, max(requests, clients)))
+            levels.append({**level, "loadavg_before": load_before})
+        serving = httpx.get(url + "/metadata", timeout=10).json()["serving"]
+        for level in levels:
+            level["backend"] = backend
+        levels[-1]["server_batches_total"] = serving["forward_batches"]
+        levels[-1]["server_requests_total"] = serving["requests_served"]
+        return levels
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        Path(log.name).unlink(missing_ok=True)
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def markdown(result: dict) -> str:
+    rows = result["throughput"]
+    base = {r["kind"]: r["sentences_per_s"] for r in rows}
+    lines = [
+        f"# Inference and serving benchmark ({result['created_at']})",
+        "",
+        f"Command: `{result['command']}`  ",
+        f"Machine: {result['machine']['cpu']}, {result['machine']['cpus']} CPUs, {result['threads']} inference threads; "
+        f"load average before {result['machine']['loadavg_start']}, after {result['machine']['loadavg_end']}.  ",
+        f"Model: {result['model']['version']} ({result['model']['model_name']}, LoRA merged), max_length {result['model']['max_length']}; "
+        f"{result['n']} PhraseBank sentences (all agreement levels, repeated), finsent batch size {result['batch_size']}.",
+        "",
+        "| backend | sentences/s | vs pipeline (b=1) | vs pipeline (b=32) | peak RSS (MB) | labels = torch fp32 |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        lines.append(f"| {WORKERS[r['kind']]} | {r['sentences_per_s']:.0f} | {r['sentences_per_s'] / base['pipeline']:.1f}x | "
+                     f"{r['sentences_per_s'] / base['pipeline_b32']:.1f}x | {r['peak_rss_mb']:.0f} | {r['agreement_with_torch']:.2%} |")
+    lines += ["", f"Server (`finsent serve --backend {result['latency'][0]['backend']} --threads {result['threads']}`, one sentence a request, 127.0.0.1, "
+              "clients in the same machine):", "",
+              "| concurrent clients | requests | errors | p50 (ms) | p99 (ms) | requests/s |", "| ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in result["latency"]:
+        lines.append(f"| {r['clients']} | {r['requests']} | {r['errors']} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['requests_per_s']:.0f} |")
+    g = result["goal"]
+    lines += ["", f"Goal: onnx int8 >= {GOAL['onnx_sentences_per_s']} sentences/s and >= {GOAL['speedup_vs_pipeline']}x the pipeline. "
+              f"Measured {g['onnx_sentences_per_s']:.0f} sentences/s, {g['speedup_vs_pipeline_b1']:.1f}x the default pipeline and "
+              f"{g['speedup_vs_pipeline_b32']:.1f}x the batched one: **{'met' if g['met'] else 'not met'}**.", ""]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model_dir", default="runs/v1")
+    ap.add_argument("--data_path", default=str(ROOT.parent / "shared" / "data" / "FinancialPhraseBank-v1.0.zip"))
+    ap.add_argument("--n", type=int, default=10_000, help="sentences per backend (default: %(default)s)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch_size", type=int, default=32, help="finsent batch size (default: %(default)s)")
+    ap.add_argument("--requests", type=int, default=640, help="requests per concurrency level (default: %(default)s)")
+    ap.add_argument("--backends", nargs="+", default=list(WORKERS), choices=list(WORKERS))
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "serving"))
+    ap.add_argument("--worker", choices=list(WORKERS), help=argparse.SUPPRESS)
+    ap.add_argument("--worker_out", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+
+    if args.worker:
+        result = run_worker(args.worker, args.model_dir, args.data_path, args.n, args.threads, args.batch_size)
+        Path(args.worker_out).write_text(json.dumps(result))
+        return 0
+
+    from finsent.inference import find_onnx, read_model_info
+    from finsent.serialization import write_json, write_text
+
+    command = "python bench/serving.py " + " ".join(sys.argv[1:])
+    try:
+        find_onnx(args.model_dir)
+    except Exception:  # noqa: BLE001 - no export yet: make one
+        subprocess.run([sys.executable, "-m", "finsent", "export-onnx", "--model_dir", args.model_dir], check=True, cwd=ROOT)
+    info = read_model_info(args.model_dir)
+    machine = {"cpu": cpu_name(), "cpus": os.cpu_count(), "python": platform.python_version(), "loadavg_start": load_average()}
+    print(f"load average {machine['loadavg_start']} on {machine['cpus']} CPUs", file=sys.stderr)
+    rows = []
+    for kind in args.backends:
+        with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as tmp:
+            out = Path(tmp.name)
+        subprocess.run([sys.executable, __file__, "--worker", kind, "--worker_out", str(out), "--model_dir", args.model_dir,
+                        "--data_path", args.data_path, "--n", str(args.n), "--threads", str(args.threads),
+                        "--batch_size", str(args.batch_size)], check=True, cwd=ROOT)
+        rows.append(json.loads(out.read_text()))
+        out.unlink()
+        print(f"{WORKERS[kind]}: {rows[-1]['sentences_per_s']:.0f} sentences/s, peak RSS {rows[-1]['peak_rss_mb']:.0f} MB, "
+              f"load {rows[-1]['loadavg_before']}", file=sys.stderr)
+    ref = next((r["labels"] for r in rows if r["kind"] == "torch"), None)
+    for r in rows:
+        labels = r.pop("labels")
+        r["agreement_with_torch"] = float(np.mean([a == b for a, b in zip(labels, ref)])) if ref else None
+    latency = server_latency(args.model_dir, sentences(args.data_path, 2000, seed=1), args.threads, args.requests)
+    for level in latency:
+        print(f"{level['clients']} clients: p50 {level['p50_ms']:.1f} ms, p99 {level['p99_ms']:.1f} ms, {level['errors']} errors", file=sys.stderr)
+    speed = {r["kind"]: r["sentences_per_s"] for r in rows}
+    goal = {"onnx_sentences_per_s": speed.get("onnx"),
+            "speedup_vs_pipeline_b1": speed.get("onnx", 0) / speed["pipeline"] if "pipeline" in speed else None,
+            "speedup_vs_pipeline_b32": speed.get("onnx", 0) / speed["pipeline_b32"] if "pipeline_b32" in speed else None}
+    goal["met"] = bool(goal["onnx_sentences_per_s"] and goal["onnx_sentences_per_s"] >= GOAL["onnx_sentences_per_s"]
+                       and goal["speedup_vs_pipeline_b1"] and goal["speedup_vs_pipeline_b1"] >= GOAL["speedup_vs_pipeline"])
+    machine["loadavg_end"] = load_average()
+    import datetime as dt
+
+    result = {"created_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "command": command,
+              "machine": machine, "threads": args.threads, "batch_size": args.batch_size, "n": args.n,
+              "model": {"version": info.version, "model_name": info.model_name, "max_length": info.max_length},
+              "throughput": rows, "latency": latency, "goal": goal, "goal_definition": GOAL}
+    write_json(Path(args.out + ".json"), result)
+    if {"pipeline", "pipeline_b32"} <= set(speed):
+        write_text(Path(args.out + ".md"), markdown(result))
+    print(f"wrote {args.out}.json" + (" and .md" if {"pipeline", "pipeline_b32"} <= set(speed) else ""), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
