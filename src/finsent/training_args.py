@@ -14,11 +14,11 @@ class TrainConfig:
     data_path: str = "financial_phrasebank"
     output_dir: str | None = None  # None = runs/<version>
     agreement: str = "all"
-    extra_train_agreement: str | None = "75"  # also train on this PhraseBank level minus every val/test sentence
+    extra_train_agreement: str | None = None  # also train on this PhraseBank level minus every val/test sentence
     use_lora: bool = False
     lora_config: str = str(PACKAGED_CONFIG_DIR / "lora_config.json")
     batch_size: int = 16
-    num_epochs: float = 2.0
+    num_epochs: float = 4.0
     learning_rate: float | None = None  # None = 1e-3 with LoRA, 1e-4 for full fine-tuning
     max_length: int = 128
     seed: int = 42
