@@ -188,17 +188,18 @@ def markdown(result: dict) -> str:
         f"Model: {result['model']['version']} ({result['model']['model_name']}, LoRA merged), max_length {result['model']['max_length']}; "
         f"{result['n']} PhraseBank sentences (all agreement levels, repeated), finsent batch size {result['batch_size']}.",
         "",
-        "| backend | sentences/s | vs pipeline (b=1) | vs pipeline (b=32) | peak RSS (MB) | labels = torch fp32 |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "| backend | sentences/s | vs pipeline (b=1) | vs pipeline (b=32) | peak RSS (MB) | labels = torch fp32 | load avg (1 min) before / after |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         lines.append(f"| {WORKERS[r['kind']]} | {r['sentences_per_s']:.0f} | {r['sentences_per_s'] / base['pipeline']:.1f}x | "
-                     f"{r['sentences_per_s'] / base['pipeline_b32']:.1f}x | {r['peak_rss_mb']:.0f} | {r['agreement_with_torch']:.2%} |")
+                     f"{r['sentences_per_s'] / base['pipeline_b32']:.1f}x | {r['peak_rss_mb']:.0f} | {r['agreement_with_torch']:.2%} | "
+                     f"{r['loadavg_before'][0]:.1f} / {r['loadavg_after'][0]:.1f} |")
     lines += ["", f"Server (`finsent serve --backend {result['latency'][0]['backend']} --threads {result['threads']}`, one sentence a request, 127.0.0.1, "
               "clients in the same machine):", "",
-              "| concurrent clients | requests | errors | p50 (ms) | p99 (ms) | requests/s |", "| ---: | ---: | ---: | ---: | ---: | ---: |"]
+              "| concurrent clients | requests | errors | p50 (ms) | p99 (ms) | requests/s | load avg (1 min) before |", "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in result["latency"]:
-        lines.append(f"| {r['clients']} | {r['requests']} | {r['errors']} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['requests_per_s']:.0f} |")
+        lines.append(f"| {r['clients']} | {r['requests']} | {r['errors']} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['requests_per_s']:.0f} | {r['loadavg_before'][0]:.1f} |")
     g = result["goal"]
     lines += ["", f"Goal: onnx int8 >= {GOAL['onnx_sentences_per_s']} sentences/s and >= {GOAL['speedup_vs_pipeline']}x the pipeline. "
               f"Measured {g['onnx_sentences_per_s']:.0f} sentences/s, {g['speedup_vs_pipeline_b1']:.1f}x the default pipeline and "

@@ -202,6 +202,7 @@ BAD_INPUTS = [
     ("broken.jsonl", '{"text": "fine"}\n{"text": oops}\n', [], "broken.jsonl:2: invalid JSON"),
     ("number.jsonl", '{"text": 42}\n', [], "number.jsonl:1: field 'text' must be a string"),
     ("nofield.jsonl", '{"body": "x"}\n', [], "nofield.jsonl:1: no field 'text'"),
+    ("surrogate.jsonl", '{"text": "bad \\ud800 escape"}\n', [], "surrogate.jsonl:1: field 'text' is not valid Unicode"),
     ("ragged.csv", "text\n\"a\",b\n", [], "ragged.csv:2: 1 more cells"),
     ("latin1.txt", "Profit rose 5 \xa3\n".encode("latin-1"), [], "not UTF-8"),
     ("array.json", '["a"]', [], "JSON Lines"),

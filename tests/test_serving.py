@@ -149,6 +149,12 @@ def test_malformed_bodies_are_4xx_not_500(client, content, headers):
     assert 400 <= r.status_code < 500, (r.status_code, r.text)
 
 
+def test_lone_surrogate_is_422_and_does_not_disturb_other_requests(client, logged):
+    r = client.post("/predict", content=b'{"texts": ["Profit rose", "bad \\ud800 escape"]}', headers={"content-type": "application/json"})
+    assert r.status_code == 422 and "texts[1] is not valid Unicode" in r.json()["message"]
+    assert client.post("/predict", json={"texts": [logged[0]["text"]]}).json()["predictions"][0]["label"] == logged[0]["pred_label"]
+
+
 def test_oversized_body_and_wrong_methods(client):
     huge = json.dumps({"texts": ["x" * 9000] * 2000}).encode()
     assert client.post("/predict", content=huge, headers={"content-type": "application/json"}).status_code == 413

@@ -94,6 +94,15 @@ def weights_digest(model_dir: Path) -> str | None:
     return None
 
 
+def is_valid_unicode(text: str) -> bool:
+    """False for strings the tokenizer cannot take, e.g. lone surrogates from JSON escapes or undecodable argv bytes."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def find_onnx(model_dir: str | Path, filename: str = ONNX_INT8) -> Path:
     """The ONNX file of a run folder (`<run>/onnx/<file>`) or of an exported folder itself."""
     model_dir = Path(model_dir)
@@ -227,6 +236,9 @@ class Predictor:
 
     def encode(self, texts: Sequence[str]) -> tuple[list[list[int]], np.ndarray]:
         """Token ids per text (truncated to max_length) and a flag for each text that was cut."""
+        for i, text in enumerate(texts):
+            if not is_valid_unicode(text):
+                raise FinsentError(f"text {i + 1} of {len(texts)} ({text[:40]!r}) is not valid Unicode (a lone surrogate); fix its encoding")
         max_length = self.info.max_length
         ids = self.tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
         truncated = np.zeros(len(texts), dtype=bool)

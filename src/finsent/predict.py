@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, TextIO
 
 from finsent.errors import FinsentError
+from finsent.inference import is_valid_unicode
 from finsent.serialization import write_stream
 
 CHUNK_SIZE = 2048
@@ -92,6 +93,8 @@ def iter_jsonl(lines: Iterable[str], name: str, text_column: str) -> Iterator[Ro
         text = obj[text_column]
         if text is not None and not isinstance(text, str):
             raise FinsentError(f"{where}: field {text_column!r} must be a string, got {type(text).__name__}")
+        if text is not None and not is_valid_unicode(text):
+            raise FinsentError(f"{where}: field {text_column!r} is not valid Unicode (a lone surrogate escape); fix the text")
         yield Row(obj, _clean(text), where)
 
 

@@ -13,6 +13,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
 
+from finsent.inference import is_valid_unicode
+
 MAX_TEXTS = 1000
 MAX_TEXT_CHARS = 10_000
 MAX_BODY_BYTES = 16 * 1024 * 1024
@@ -33,6 +35,8 @@ class PredictRequest(BaseModel):
         for i, text in enumerate(texts):
             if not text.strip():
                 raise ValueError(f"texts[{i}] is empty; every text needs at least one non-space character")
+            if not is_valid_unicode(text):
+                raise ValueError(f"texts[{i}] is not valid Unicode (a lone surrogate escape)")
             if len(text) > MAX_TEXT_CHARS:
                 raise ValueError(f"texts[{i}] has {len(text)} characters; at most {MAX_TEXT_CHARS} are accepted")
         return texts
