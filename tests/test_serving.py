@@ -147,6 +147,8 @@ def test_bad_json_input_is_422_with_a_message(client, name):
 def test_malformed_bodies_are_4xx_not_500(client, content, headers):
     r = client.post("/predict", content=content, headers=headers)
     assert 400 <= r.status_code < 500, (r.status_code, r.text)
+    if content.startswith(b"{not"):
+        assert r.status_code == 422 and "not valid JSON" in r.json()["message"]
 
 
 def test_lone_surrogate_is_422_and_does_not_disturb_other_requests(client, logged):

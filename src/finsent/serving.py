@@ -126,6 +126,9 @@ class MicroBatcher:
 def _validation_message(errors: list[dict]) -> str:
     parts = []
     for err in errors[:5]:
+        if err.get("type") == "json_invalid":
+            parts.append(f"the body is not valid JSON (error near character {err.get('loc', ('', '?'))[-1]}); send {{\"texts\": [\"...\"]}} with Content-Type: application/json")
+            continue
         loc = ".".join(str(x) for x in err.get("loc", ()) if x != "body") or "body"
         msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
         parts.append(f"{loc}: {msg}")
