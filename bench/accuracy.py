@@ -102,18 +102,9 @@ def frozen_logreg(splits, encoder: FrozenEncoder) -> dict:
 
 
 def finetune(cfg: TrainConfig) -> dict:
-    """A real finsent training run; test logits re-scored with a temperature fitted on its validation logits."""
-    import csv
-
-    results = train(cfg, log=lambda *a: None)
-    out = Path(cfg.output_dir)
-    val = np.load(out / "val_logits.npz")
-    with open(out / "evaluation_log.csv", newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    probs = np.array([[float(r[f"prob_{name}"]) for name in LABELS] for r in rows])
-    labels = [LABELS.index(r["true_label"]) for r in rows]
-    return {**score(np.log(np.clip(probs, 1e-12, 1)), labels, val["logits"], val["labels"]),
-            "train_runtime_s": results["train_runtime_s"], "trainable_params": results["trainable_params"]}
+    """A real finsent training run, scored as `finsent train` scores it (T fitted on its validation logits)."""
+    r = train(cfg, log=lambda *a: None)
+    return {k: r[k] for k in ("accuracy", "macro_f1", "ece", "ece_calibrated", "temperature", "train_runtime_s", "trainable_params")}
 
 
 def method_configs(args) -> dict:

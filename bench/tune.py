@@ -1,0 +1,107 @@
+#!/usr/bin/env python
+"""Recipe search on the validation split only: train one configuration on several seeds, report validation scores.
+
+    python bench/tune.py --name "r16, 75Agree extra, 3 ep" --seeds 0 1 2 --set extra_train_agreement=75 num_epochs=3
+
+Each seed is its own stratified 80/10/10 split (the same splits bench/accuracy.py scores). The test split is never
+read here: training scores it into the temporary run folder, which this script deletes unread. One row per call is
+appended to bench/results/tuning.jsonl and the table bench/results/tuning.md is rewritten.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import typing
+from pathlib import Path
+
+import numpy as np
+
+from finsent import metrics
+from finsent.calibration import fit_temperature
+from finsent.data import LABELS
+from finsent.trainer import train
+from finsent.training_args import TrainConfig
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    """key=value strings -> TrainConfig keyword arguments, typed like the dataclass defaults."""
+    hints = typing.get_type_hints(TrainConfig)
+    out = {}
+    for pair in pairs:
+        key, _, raw = pair.partition("=")
+        if key not in hints:
+            raise SystemExit(f"--set {pair}: {key} is not a TrainConfig field (one of {', '.join(hints)})")
+        kinds = typing.get_args(hints[key]) or (hints[key],)
+        if raw.lower() in ("none", "null"):
+            out[key] = None
+        elif bool in kinds:
+            out[key] = raw.lower() in ("1", "true", "yes")
+        elif int in kinds:
+            out[key] = int(raw)
+        elif float in kinds:
+            out[key] = float(raw)
+        else:
+            out[key] = raw
+    return out
+
+
+def validation_scores(run_dir: Path) -> dict:
+    """Accuracy, macro-F1 and ECE (raw and temperature-scaled, on the same split: optimistic) from val_logits.npz."""
+    val = np.load(run_dir / "val_logits.npz")
+    logits, labels = val["logits"], val["labels"]
+    m = metrics.classification_metrics(labels, logits.argmax(1), LABELS)
+    probs = metrics.softmax(logits)
+    ece = metrics.expected_calibration_error(probs.max(1), probs.argmax(1) == labels)
+    return {"val_accuracy": m["accuracy"], "val_macro_f1": m["macro_f1"], "val_ece": ece,
+            "temperature": fit_temperature(logits, labels)}
+
+
+def to_markdown(rows: list[dict]) -> str:
+    lines = ["Recipe search: validation split only (mean ± std over seeds; each seed its own split). "
+             "Made by `bench/tune.py`; the test split is not read.", "",
+             "| configuration | seeds | val accuracy | val macro-F1 | val ECE | train time (s) | epochs run | overrides |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        s = r["per_seed"]
+        f = lambda k, d=4: f"{np.mean([x[k] for x in s]):.{d}f} ± {np.std([x[k] for x in s]):.{d}f}"  # noqa: E731
+        lines.append(f"| {r['name']} | {r['seeds']} | {f('val_accuracy')} | {f('val_macro_f1')} | {f('val_ece')} | "
+                     f"{f('train_runtime_s', 0)} | {f('epochs_run', 1)} | `{' '.join(r['overrides'])}` |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--name", required=True)
+    p.add_argument("--data_path", default="../shared/data/FinancialPhraseBank-v1.0.zip")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="TrainConfig overrides")
+    p.add_argument("--out", default="bench/results")
+    args = p.parse_args(argv)
+    overrides = dict(dict(use_lora=True, data_path=args.data_path), **parse_overrides(args.set))
+    per_seed = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in args.seeds:
+            run = Path(tmp) / f"s{seed}"
+            results = train(TrainConfig(**{**overrides, "seed": seed, "output_dir": str(run), "version": f"s{seed}"}),
+                            log=lambda *a: None)
+            row = {"seed": seed, **validation_scores(run), "train_runtime_s": results["train_runtime_s"],
+                   "epochs_run": results["epochs_run"]}
+            per_seed.append(row)
+            print(f"{args.name} | seed {seed}: val accuracy {row['val_accuracy']:.4f} macro-F1 {row['val_macro_f1']:.4f} "
+                  f"ECE {row['val_ece']:.4f} | {row['train_runtime_s']:.0f}s, {row['epochs_run']:.1f} epochs", flush=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "tuning.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps({"name": args.name, "seeds": args.seeds, "overrides": args.set, "per_seed": per_seed}) + "\n")
+    rows = [json.loads(line) for line in (out / "tuning.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
+    md = to_markdown(rows)
+    (out / "tuning.md").write_text(md, encoding="utf-8")
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

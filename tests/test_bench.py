@@ -1,0 +1,47 @@
+"""The benchmark scripts: the TF-IDF baseline end to end on real PhraseBank splits, the goal lines, tuning overrides."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+
+from conftest import ROOT
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_accuracy_benchmark_tfidf_two_seeds(phrasebank_zip, tmp_path, capsys):
+    accuracy = load_script("accuracy")
+    assert accuracy.main(["--data_path", str(phrasebank_zip), "--methods", "tfidf", "--seeds", "0", "1", "--out", str(tmp_path)]) == 0
+    saved = json.loads((tmp_path / "accuracy_all.json").read_text())
+    row = saved["summary"]["TF-IDF + logistic regression"]
+    assert len(row["accuracy"]["values"]) == 2 and len(saved["per_seed"]["TF-IDF + logistic regression"]) == 2
+    assert 0.8 < row["accuracy"]["mean"] < 0.95  # well above the 61 % majority class, well below fine-tuning
+    md = (tmp_path / "accuracy_all.md").read_text()
+    assert "| TF-IDF + logistic regression |" in md and "seeds [0, 1]" in md
+
+
+def test_goal_lines_say_not_reached():
+    accuracy = load_script("accuracy")
+    summary = accuracy.summarize({"finsent default recipe": [
+        {"accuracy": 0.96, "macro_f1": 0.95, "ece": 0.03, "ece_calibrated": 0.015, "train_runtime_s": 310.0, "trainable_params": 10},
+    ]})
+    md = accuracy.to_markdown(summary, type("A", (), {"agreement": "all", "seeds": [0]})(), accuracy.GOALS["all"])
+    assert "goal accuracy >= 0.975: 0.9600 (NOT reached)" in md
+    assert "goal ece_calibrated <= 0.02: 0.0150 (reached)" in md
+    assert "slowest 310 s (NOT reached)" in md
+
+
+def test_tune_overrides_are_typed_like_the_config():
+    tune = load_script("tune")
+    got = tune.parse_overrides(["num_epochs=3", "learning_rate=2e-3", "use_lora=false", "extra_train_agreement=75", "max_train_samples=none", "max_length=64"])
+    assert got == {"num_epochs": 3.0, "learning_rate": 2e-3, "use_lora": False, "extra_train_agreement": "75", "max_train_samples": None, "max_length": 64}
+    with pytest.raises(SystemExit, match="not a TrainConfig field"):
+        tune.parse_overrides(["epochs=3"])
