@@ -23,6 +23,7 @@ from finsent import metrics
 from finsent.calibration import fit_temperature
 from finsent.data import LABELS, load_data, split_data
 from finsent.serialization import write_json
+from finsent.errors import FinsentError
 from finsent.trainer import train
 from finsent.training_args import PACKAGED_CONFIG_DIR, TrainConfig
 
@@ -191,4 +192,7 @@ def save(per_seed: dict[str, list[dict]], args) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except FinsentError as e:  # bad data path or file: one line, no traceback
+        sys.exit(f"{Path(__file__).name}: error: {e}")

@@ -22,6 +22,7 @@ import numpy as np
 from finsent import metrics
 from finsent.calibration import fit_temperature
 from finsent.data import LABELS
+from finsent.errors import FinsentError
 from finsent.trainer import train
 from finsent.training_args import TrainConfig
 
@@ -39,12 +40,12 @@ def parse_overrides(pairs: list[str]) -> dict:
             out[key] = None
         elif bool in kinds:
             out[key] = raw.lower() in ("1", "true", "yes")
-        elif int in kinds:
-            out[key] = int(raw)
-        elif float in kinds:
-            out[key] = float(raw)
         else:
-            out[key] = raw
+            kind = next((k for k in (int, float) if k in kinds), str)
+            try:
+                out[key] = kind(raw)
+            except ValueError:
+                raise SystemExit(f"--set {pair}: {key} takes a {kind.__name__} (KEY=VALUE, e.g. num_epochs=3)") from None
     return out
 
 
@@ -104,4 +105,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except FinsentError as e:  # bad data path or file: one line, no traceback
+        sys.exit(f"{Path(__file__).name}: error: {e}")

@@ -45,3 +45,5 @@ def test_tune_overrides_are_typed_like_the_config():
     assert got == {"num_epochs": 3.0, "learning_rate": 2e-3, "use_lora": False, "extra_train_agreement": "75", "max_train_samples": None, "max_length": 64}
     with pytest.raises(SystemExit, match="not a TrainConfig field"):
         tune.parse_overrides(["epochs=3"])
+    with pytest.raises(SystemExit, match="num_epochs takes a float"):
+        tune.parse_overrides(["num_epochs=three"])
