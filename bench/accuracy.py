@@ -22,8 +22,8 @@ import numpy as np
 from finsent import metrics
 from finsent.calibration import fit_temperature
 from finsent.data import LABELS, load_data, split_data
-from finsent.serialization import write_json
 from finsent.errors import FinsentError
+from finsent.serialization import write_json
 from finsent.trainer import train
 from finsent.training_args import PACKAGED_CONFIG_DIR, TrainConfig
 
