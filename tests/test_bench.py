@@ -17,7 +17,7 @@ def load_script(name: str):
     return module
 
 
-def test_accuracy_benchmark_tfidf_two_seeds(phrasebank_zip, tmp_path, capsys):
+def test_accuracy_benchmark_tfidf_two_seeds(phrasebank_zip, tmp_path):
     accuracy = load_script("accuracy")
     assert accuracy.main(["--data_path", str(phrasebank_zip), "--methods", "tfidf", "--seeds", "0", "1", "--out", str(tmp_path)]) == 0
     saved = json.loads((tmp_path / "accuracy_all.json").read_text())
