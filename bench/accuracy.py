@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 import tempfile
 import time
@@ -119,6 +120,18 @@ def method_configs(args) -> dict:
     }
 
 
+def kept_rows(saved: Path, seeds: list[int], remeasured: list[str]) -> dict[str, list[dict]]:
+    """The per-seed rows of a saved benchmark on the same seeds, minus the methods being re-measured."""
+    if not saved.is_file():
+        raise FinsentError(f"--update: {saved} does not exist; run the benchmark once without --update")
+    old = json.loads(saved.read_text(encoding="utf-8"))
+    if old["args"]["seeds"] != seeds:
+        raise FinsentError(f"--update: {saved} was measured on seeds {old['args']['seeds']}, not {seeds}; pass the same --seeds")
+    if any(len(rows) != len(seeds) for rows in old["per_seed"].values()):
+        raise FinsentError(f"--update: {saved} is an interrupted run (not every method has {len(seeds)} seeds); rerun it whole")
+    return {m: rows for m, rows in old["per_seed"].items() if m not in remeasured}
+
+
 def summarize(per_seed: dict[str, list[dict]]) -> dict:
     keys = ("accuracy", "macro_f1", "ece", "ece_calibrated", "train_runtime_s", "trainable_params")
     return {m: {k: {"mean": float(np.mean([r[k] for r in rs])), "std": float(np.std([r[k] for r in rs])),
@@ -154,6 +167,8 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--methods", nargs="+", default=None, help="subset of: tfidf frozen full lora_seed finsent")
     p.add_argument("--out", default="bench/results")
+    p.add_argument("--update", action="store_true",
+                   help="re-measure only --methods; keep the other rows of the saved accuracy_<agreement>.json (same seeds)")
     args = p.parse_args(argv)
     short = {"tfidf": "TF-IDF + logistic regression", "frozen": "frozen MiniLM embeddings + logistic regression",
              "full": "full fine-tuning", "lora_seed": "LoRA, seed config (r=8, q/v)", "finsent": "finsent default recipe"}
@@ -161,6 +176,7 @@ def main(argv=None) -> int:
     data = load_data(args.data_path, args.agreement)
     configs = method_configs(args)
     per_seed: dict[str, list[dict]] = {m: [] for m in wanted}
+    kept = kept_rows(Path(args.out) / f"accuracy_{args.agreement}.json", args.seeds, wanted) if args.update else {}
     encoder = FrozenEncoder() if short["frozen"] in wanted else None
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
@@ -175,18 +191,23 @@ def main(argv=None) -> int:
                 per_seed[m].append(r)
                 print(f"seed {seed} | {m}: accuracy {r['accuracy']:.4f} macro-F1 {r['macro_f1']:.4f} ECE {r['ece']:.4f} "
                       f"-> {r['ece_calibrated']:.4f} | {r['train_runtime_s']:.0f}s", flush=True)
-            md = save(per_seed, args)  # after every seed, so an interrupted benchmark keeps what it measured
+            done = len(per_seed[wanted[0]])  # kept rows are cut to the seeds re-measured so far: one table, one seed set
+            rows = {m: per_seed[m] if m in per_seed else kept[m][:done] for m in short.values() if m in per_seed or m in kept}
+            md = save(rows, args, list(kept))  # after every seed, so an interrupted benchmark keeps what it measured
     print(md)
     return 0
 
 
-def save(per_seed: dict[str, list[dict]], args) -> str:
+def save(per_seed: dict[str, list[dict]], args, kept: list[str]) -> str:
     summary = summarize(per_seed)
     md = to_markdown(summary, args, GOALS.get(args.agreement, {}))
+    if kept:
+        md += f"- rows kept from the earlier run (`--update`), not re-measured: {', '.join(kept)}\n"
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"accuracy_{args.agreement}.md").write_text(md)
-    write_json(out / f"accuracy_{args.agreement}.json", {"args": vars(args), "summary": summary, "per_seed": per_seed,
+    write_json(out / f"accuracy_{args.agreement}.json", {"args": vars(args), "kept_from_earlier_run": kept,
+                                                          "summary": summary, "per_seed": per_seed,
                                                           "recipe": dataclasses.asdict(TrainConfig(use_lora=True))})
     return md
 
