@@ -28,6 +28,21 @@ def test_accuracy_benchmark_tfidf_two_seeds(phrasebank_zip, tmp_path):
     assert "| TF-IDF + logistic regression |" in md and "seeds [0, 1]" in md
 
 
+def test_accuracy_update_remeasures_one_method_and_keeps_the_rest(phrasebank_zip, tmp_path, capsys):
+    accuracy = load_script("accuracy")
+    common = ["--data_path", str(phrasebank_zip), "--seeds", "0", "1", "--out", str(tmp_path)]
+    assert accuracy.main([*common, "--methods", "tfidf"]) == 0
+    tfidf_before = json.loads((tmp_path / "accuracy_all.json").read_text())["per_seed"]["TF-IDF + logistic regression"]
+    assert accuracy.main([*common, "--methods", "frozen", "--update"]) == 0
+    saved = json.loads((tmp_path / "accuracy_all.json").read_text())
+    assert list(saved["per_seed"]) == ["TF-IDF + logistic regression", "frozen MiniLM embeddings + logistic regression"]
+    assert saved["per_seed"]["TF-IDF + logistic regression"] == tfidf_before and saved["kept_from_earlier_run"] == ["TF-IDF + logistic regression"]
+    assert len(saved["per_seed"]["frozen MiniLM embeddings + logistic regression"]) == 2
+    assert "not re-measured: TF-IDF + logistic regression" in (tmp_path / "accuracy_all.md").read_text()
+    with pytest.raises(accuracy.FinsentError, match="measured on seeds \\[0, 1\\], not \\[0\\]"):
+        accuracy.main(["--data_path", str(phrasebank_zip), "--seeds", "0", "--out", str(tmp_path), "--methods", "tfidf", "--update"])
+
+
 def test_goal_lines_say_not_reached():
     accuracy = load_script("accuracy")
     summary = accuracy.summarize({"finsent default recipe": [
@@ -47,3 +62,15 @@ def test_tune_overrides_are_typed_like_the_config():
         tune.parse_overrides(["epochs=3"])
     with pytest.raises(SystemExit, match="num_epochs takes a float"):
         tune.parse_overrides(["num_epochs=three"])
+
+
+def test_tune_pools_calls_of_one_configuration_and_ranks_by_paired_gain():
+    tune = load_script("tune")
+    row = lambda name, overrides, accs: {"name": name, "seeds": list(accs), "overrides": overrides, "per_seed": [  # noqa: E731
+        {"seed": s, "val_accuracy": a, "val_macro_f1": a, "val_ece": 0.03, "train_runtime_s": 100.0, "epochs_run": 3.0} for s, a in accs.items()]}
+    rows = [row("default", [], {0: 0.97, 1: 0.95}), row("lr 5e-4", ["learning_rate=5e-4"], {0: 0.98}),
+            row("default (seeds 2-4)", [], {2: 0.90}), row("lr 5e-4 (seeds 1-2)", ["learning_rate=5e-4"], {1: 0.95, 2: 0.93})]
+    got = tune.pooled(rows)
+    assert [(g["name"], g["seeds"]) for g in got] == [("lr 5e-4", [0, 1, 2]), ("default", [0, 1, 2])]
+    assert got[0]["gain"] == pytest.approx((0.01 + 0.0 + 0.03) / 3)  # paired on each seed, not a difference of means
+    assert "| lr 5e-4 | [0, 1, 2] | 0.9533 ± 0.0205 | +0.0133 |" in tune.to_markdown(rows)
