@@ -18,7 +18,7 @@ class TrainConfig:
     use_lora: bool = False
     lora_config: str = str(PACKAGED_CONFIG_DIR / "lora_config.json")
     batch_size: int = 16
-    num_epochs: float = 4.0
+    num_epochs: float = 3.0
     learning_rate: float | None = None  # None = 1e-3 with LoRA, 1e-4 for full fine-tuning
     max_length: int = 128
     seed: int = 42
