@@ -11,6 +11,7 @@ appended to bench/results/tuning.jsonl and the table bench/results/tuning.md is 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import tempfile
@@ -121,7 +122,9 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "tuning.jsonl", "a", encoding="utf-8") as f:
-        f.write(json.dumps({"name": args.name, "seeds": args.seeds, "overrides": args.set, "per_seed": per_seed}) + "\n")
+        recipe = {k: v for k, v in dataclasses.asdict(TrainConfig(**overrides)).items() if k not in ("data_path", "seed")}
+        f.write(json.dumps({"name": args.name, "seeds": args.seeds, "overrides": args.set, "recipe": recipe,  # overrides are
+                            "per_seed": per_seed}) + "\n")  # relative to the defaults of the day; recipe is what ran
     rows = [json.loads(line) for line in (out / "tuning.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
     md = to_markdown(rows)
     (out / "tuning.md").write_text(md, encoding="utf-8")
