@@ -28,7 +28,7 @@ def test_accuracy_benchmark_tfidf_two_seeds(phrasebank_zip, tmp_path):
     assert "| TF-IDF + logistic regression |" in md and "seeds [0, 1]" in md
 
 
-def test_accuracy_update_remeasures_one_method_and_keeps_the_rest(phrasebank_zip, tmp_path, capsys):
+def test_accuracy_update_remeasures_one_method_and_keeps_the_rest(phrasebank_zip, tmp_path):
     accuracy = load_script("accuracy")
     common = ["--data_path", str(phrasebank_zip), "--seeds", "0", "1", "--out", str(tmp_path)]
     assert accuracy.main([*common, "--methods", "tfidf"]) == 0
