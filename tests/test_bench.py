@@ -24,8 +24,12 @@ def test_accuracy_benchmark_tfidf_two_seeds(phrasebank_zip, tmp_path):
     row = saved["summary"]["TF-IDF + logistic regression"]
     assert len(row["accuracy"]["values"]) == 2 and len(saved["per_seed"]["TF-IDF + logistic regression"]) == 2
     assert 0.8 < row["accuracy"]["mean"] < 0.95  # well above the 61 % majority class, well below fine-tuning
+    pooled = row["calibration_pooled"]  # both seeds' test sentences, each scaled by its own temperature
+    assert pooled["n"] == sum(len(r["test_correct"]) for r in saved["per_seed"]["TF-IDF + logistic regression"]) > 400
+    assert 0.005 < pooled["floor"] < pooled["floor_per_seed"] < 0.06
     md = (tmp_path / "accuracy_all.md").read_text()
     assert "| TF-IDF + logistic regression |" in md and "seeds [0, 1]" in md
+    assert f"| TF-IDF + logistic regression | {pooled['n']} | {row['ece_calibrated']['mean']:.4f} |" in md
 
 
 def test_accuracy_update_remeasures_one_method_and_keeps_the_rest(phrasebank_zip, tmp_path):
@@ -52,6 +56,19 @@ def test_goal_lines_say_not_reached():
     assert "goal accuracy >= 0.975: 0.9600 (NOT reached)" in md
     assert "goal ece_calibrated <= 0.02: 0.0150 (reached)" in md
     assert "slowest 310 s (NOT reached)" in md
+
+
+def test_ece_goal_is_judged_on_the_seeds_pooled():
+    accuracy = load_script("accuracy")
+    row = lambda conf, correct: {"accuracy": 0.9, "macro_f1": 0.9, "ece": 0.05, "ece_calibrated": 0.04, "train_runtime_s": 1.0,  # noqa: E731
+                                 "trainable_params": 10, "test_confidence_calibrated": conf, "test_correct": correct}
+    # two seeds of ten sentences at confidence 0.9: nine right in each, so pooled ECE is 0 while the table's per-seed ECE says 0.04
+    rows = [row([0.9] * 10, [1] * 9 + [0]), row([0.9] * 10, [0] + [1] * 9)]
+    summary = accuracy.summarize({"finsent default recipe": rows})
+    md = accuracy.to_markdown(summary, type("A", (), {"agreement": "all", "seeds": [0, 1]})(), accuracy.GOALS["all"])
+    assert "goal ece_calibrated <= 0.02: pooled over 2 seeds 0.0000 (reached; floor " in md
+    assert "per-seed mean 0.0400, whose floor alone is" in md
+    assert summary["finsent default recipe"]["calibration_pooled"]["n"] == 20
 
 
 def test_tune_overrides_are_typed_like_the_config():

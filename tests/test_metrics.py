@@ -44,3 +44,15 @@ def test_classification_metrics_per_class():
     assert m["accuracy"] == 0.75
     assert m["per_class"]["neutral"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
     assert m["confusion_matrix"] == [[1, 0, 0], [0, 0, 1], [0, 0, 2]]
+
+
+def test_ece_sampling_floor_matches_the_binomial_expectation():
+    from scipy.stats import binom
+
+    n, p = 227, 0.95  # one confidence, so one bin: ECE = |k/n - p| with k ~ Binomial(n, p)
+    k = np.arange(n + 1)
+    exact = float((binom.pmf(k, n, p) * np.abs(k / n - p)).sum())
+    assert metrics.ece_sampling_floor(np.full(n, p)) == pytest.approx(exact, rel=0.05)
+    assert metrics.ece_sampling_floor(np.ones(50)) == 0.0  # always right at confidence 1: no noise
+    # the floor shrinks like 1/sqrt(n): 4x the sentences, about half the floor
+    assert metrics.ece_sampling_floor(np.full(4 * n, p)) == pytest.approx(exact / 2, rel=0.1)
