@@ -60,8 +60,9 @@ def calibrate(val_logits, val_labels, test_logits, test_labels, n_bins: int = 15
 def run_calibration(results: dict, val_logits: dict | None, probs, y_true, n_bins: int = 15) -> dict | None:
     """Calibration of a finished run: stored T (or T fitted on its val_logits.npz) re-applied to the test log.
 
-    Returns temperature, validation NLL before/after, test confidence/correctness before and after scaling and
-    test ECE before/after; None when the run has neither a stored T nor validation logits."""
+    Returns temperature, validation NLL before/after, test confidence/correctness before and after scaling,
+    test ECE before/after and the ECE a perfectly calibrated model with the scaled confidences would show on this
+    many sentences; None when the run has neither a stored T nor validation logits."""
     temperature = results.get("temperature")
     nll_before, nll_after = results.get("val_nll_before"), results.get("val_nll_after")
     fitted = temperature is None
@@ -84,6 +85,7 @@ def run_calibration(results: dict, val_logits: dict | None, probs, y_true, n_bin
         "val_nll_before": nll_before, "val_nll_after": nll_after,
         "confidence_before": conf_before, "confidence_after": conf_after, "correct": correct,
         "ece_before": metrics.expected_calibration_error(conf_before, correct, n_bins), "ece_after": float(ece_after),
+        "ece_floor_after": metrics.ece_sampling_floor(conf_after, n_bins),  # ECE from sampling noise alone
         "bins_before": metrics.reliability_bins(conf_before, correct, n_bins),
         "bins_after": metrics.reliability_bins(conf_after, correct, n_bins),
     }

@@ -299,7 +299,8 @@ def calibration_panel(run: Run, i: int, cal: dict | None) -> str:
     cards = "".join([
         kpi("Temperature T", fmt(cal["temperature"], ".3f"), source, "temperature"),
         kpi("ECE before", fmt(cal["ece_before"]), "test split, 15 bins", "ece_before"),
-        kpi("ECE after", fmt(cal["ece_after"]), "test split, probabilities / T", "ece_after"),
+        kpi("ECE after", fmt(cal["ece_after"]),
+            f"test split, probabilities / T; a perfectly calibrated model would show {fmt(cal['ece_floor_after'])} on {len(cal['correct'])} sentences", "ece_after"),
         kpi("Validation NLL", f"{fmt(cal['val_nll_before'])} → {fmt(cal['val_nll_after'])}", "before → after scaling", "val_nll"),
     ])
     return (f'{run_heading(run)}<div class="kpis">{cards}</div><div class="grid">'
