@@ -26,7 +26,7 @@ from finsent import metrics
 from finsent.calibration import calibrate, calibrated_confidence, logits_from_probs
 from finsent.data import LABELS, load_data, split_data
 from finsent.errors import FinsentError
-from finsent.runs import PROB_COLUMNS, read_log
+from finsent.runs import load_run
 from finsent.serialization import write_json
 from finsent.trainer import train
 from finsent.training_args import PACKAGED_CONFIG_DIR, TrainConfig
@@ -116,11 +116,9 @@ def frozen_logreg(splits, encoder: FrozenEncoder) -> dict:
 def finetune(cfg: TrainConfig) -> dict:
     """A real finsent training run, scored as `finsent train` scores it (T fitted on its validation logits)."""
     r = train(cfg, log=lambda *a: None)
-    log = read_log(Path(cfg.output_dir))
-    probs = log[PROB_COLUMNS].to_numpy()
-    labels = log["true_label"].map({name: i for i, name in enumerate(LABELS)}).to_numpy()
+    run = load_run(Path(cfg.output_dir))
     return {**{k: r[k] for k in ("accuracy", "macro_f1", "ece", "ece_calibrated", "temperature", "train_runtime_s", "trainable_params")},
-            **per_sample(logits_from_probs(probs), labels, r["temperature"])}
+            **per_sample(logits_from_probs(run.probs), run.y_true, r["temperature"])}
 
 
 def method_configs(args) -> dict:

@@ -10,7 +10,7 @@ import pytest
 
 from finsent import calibration, comparison, metrics
 from finsent.data_quality import label_issues
-from finsent.runs import PROB_COLUMNS, read_log
+from finsent.runs import load_run, read_log
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("FINSENT_CHROMIUM", "/usr/bin/chromium")
@@ -127,10 +127,10 @@ def test_dashboard_in_chromium(dashboard, browser, lora_run, full_run, tmp_path)
         if tab == "calibration":
             shown = page.inner_text("#calibration .run-panel.active [data-kpi='temperature'] .kpi-value")
             assert shown == f"{v1['temperature']:.3f}"
-            log = read_log(lora_run)  # the sampling floor of the scaled test confidences, next to the ECE after scaling
-            conf, _ = calibration.calibrated_confidence(calibration.logits_from_probs(log[PROB_COLUMNS].to_numpy()), v1["temperature"])
+            run = load_run(lora_run)  # the sampling floor of the scaled test confidences, next to the ECE after scaling
+            conf, _ = calibration.calibrated_confidence(calibration.logits_from_probs(run.probs), v1["temperature"])
             note = page.inner_text("#calibration .run-panel.active [data-kpi='ece_after'] .kpi-note")
-            assert f"would show {metrics.ece_sampling_floor(conf):.4f} on {len(log)} sentences" in note
+            assert f"would show {metrics.ece_sampling_floor(conf):.4f} on {len(run.log)} sentences" in note
         if tab == "data-quality":
             issues = label_issues(read_log(lora_run))
             assert page.locator("#data-quality-table-0 tbody tr").count() == len(issues)
