@@ -115,8 +115,9 @@ def frozen_logreg(splits, encoder: FrozenEncoder) -> dict:
 
 def finetune(cfg: TrainConfig) -> dict:
     """A real finsent training run, scored as `finsent train` scores it (T fitted on its validation logits)."""
-    r = train(cfg, log=lambda *a: None)
-    run = load_run(Path(cfg.output_dir))
+    train(cfg, log=lambda *a: None)
+    run = load_run(Path(cfg.output_dir))  # results.json and the per-sentence log, as users read them
+    r = run.results
     return {**{k: r[k] for k in ("accuracy", "macro_f1", "ece", "ece_calibrated", "temperature", "train_runtime_s", "trainable_params")},
             **per_sample(logits_from_probs(run.probs), run.y_true, r["temperature"])}
 
@@ -186,14 +187,14 @@ def to_markdown(summary: dict, args, goals: dict) -> str:
         lines.append("")
         for k, target in goals.items():
             got = ours[k]["mean"]
-            ok = got <= target if k.startswith("ece") else got >= target
-            line = f"- goal {k} {'<=' if k.startswith('ece') else '>='} {target}: {got:.4f} ({'reached' if ok else 'NOT reached'})"
             if k == "ece_calibrated" and "calibration_pooled" in ours:  # per seed, the sampling floor alone is near 0.02
                 c = ours["calibration_pooled"]
-                line = (f"- goal {k} <= {target}: pooled over {n} seeds {c['ece_calibrated']:.4f} "
-                        f"({'reached' if c['ece_calibrated'] <= target else 'NOT reached'}; floor {c['floor']:.4f}); "
-                        f"per-seed mean {got:.4f}, whose floor alone is {c['floor_per_seed']:.4f}")
-            lines.append(line)
+                lines.append(f"- goal {k} <= {target}: pooled over {n} seeds {c['ece_calibrated']:.4f} "
+                             f"({'reached' if c['ece_calibrated'] <= target else 'NOT reached'}; floor {c['floor']:.4f}); "
+                             f"per-seed mean {got:.4f}, whose floor alone is {c['floor_per_seed']:.4f}")
+                continue
+            ok = got <= target if k.startswith("ece") else got >= target
+            lines.append(f"- goal {k} {'<=' if k.startswith('ece') else '>='} {target}: {got:.4f} ({'reached' if ok else 'NOT reached'})")
         slowest = max(ours["train_runtime_s"]["values"])
         lines.append(f"- goal training <= 300 s per run: slowest {slowest:.0f} s ({'reached' if slowest <= 300 else 'NOT reached'})")
     return "\n".join(lines) + "\n"

@@ -30,12 +30,17 @@ def classification_metrics(y_true, y_pred, labels: tuple[str, ...]) -> dict:
     }
 
 
+def _bin_index(confidence: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """Bin edges and each confidence's equal-width bin on (0, 1] (a confidence of 0 joins the first bin)."""
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    return edges, np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, n_bins - 1)
+
+
 def reliability_bins(confidence, correct, n_bins: int = 15) -> list[dict]:
     """Equal-width confidence bins on (0, 1]: count, mean confidence and accuracy of each non-empty bin."""
     confidence = np.asarray(confidence, dtype=np.float64)
     correct = np.asarray(correct, dtype=np.float64)
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
-    which = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, n_bins - 1)
+    edges, which = _bin_index(confidence, n_bins)
     bins = []
     for b in range(n_bins):
         mask = which == b
@@ -63,9 +68,7 @@ def ece_sampling_floor(confidence, n_bins: int = 15, n_draws: int = 2000, seed: 
     confidence = np.asarray(confidence, dtype=np.float64)
     if len(confidence) == 0:
         return float("nan")
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
-    which = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, n_bins - 1)
-    onehot = np.eye(n_bins)[which]  # (n, bins), the same binning as reliability_bins
+    onehot = np.eye(n_bins)[_bin_index(confidence, n_bins)[1]]  # (n, bins), the same binning as reliability_bins
     expected = confidence @ onehot  # per bin: the sum of confidences
     rng, total = np.random.default_rng(seed), 0.0
     per_chunk = max(1, 2_000_000 // len(confidence))  # draws at a time: bounded memory on large evaluation sets
