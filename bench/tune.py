@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from finsent import metrics
+from finsent import metrics, modeling
 from finsent.data import LABELS
 from finsent.errors import FinsentError
 from finsent.trainer import train
@@ -123,6 +123,8 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "tuning.jsonl", "a", encoding="utf-8") as f:
         recipe = {k: v for k, v in dataclasses.asdict(TrainConfig(**overrides)).items() if k not in ("data_path", "seed")}
+        if recipe["use_lora"]:  # the settings themselves: a --set lora_config path may not outlive the call
+            recipe["lora"] = modeling.read_lora_config(recipe["lora_config"])
         f.write(json.dumps({"name": args.name, "seeds": args.seeds, "overrides": args.set, "recipe": recipe,  # overrides are
                             "per_seed": per_seed}) + "\n")  # relative to the defaults of the day; recipe is what ran
     rows = [json.loads(line) for line in (out / "tuning.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]

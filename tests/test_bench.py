@@ -91,3 +91,18 @@ def test_tune_pools_calls_of_one_configuration_and_ranks_by_paired_gain():
     assert [(g["name"], g["seeds"]) for g in got] == [("lr 5e-4", [0, 1, 2]), ("default", [0, 1, 2])]
     assert got[0]["gain"] == pytest.approx((0.01 + 0.0 + 0.03) / 3)  # paired on each seed, not a difference of means
     assert "| lr 5e-4 | [0, 1, 2] | 0.9533 ± 0.0205 | +0.0133 |" in tune.to_markdown(rows)
+
+
+def test_tune_records_the_lora_settings_that_ran_not_only_their_path(phrasebank_zip, tmp_path):
+    tune = load_script("tune")
+    lora = tmp_path / "rank4.json"
+    lora.write_text(json.dumps({"r": 4, "lora_alpha": 8, "lora_dropout": 0.0, "target_modules": ["query", "value"]}))
+    args = ["--name", "rank 4", "--data_path", str(phrasebank_zip), "--seeds", "0", "--out", str(tmp_path / "out"),
+            "--set", f"lora_config={lora}", "max_train_samples=96", "max_eval_samples=48", "num_epochs=1"]
+    assert tune.main(args) == 0
+    lora.unlink()  # the row must still say what ran
+    row = json.loads((tmp_path / "out" / "tuning.jsonl").read_text().splitlines()[-1])
+    assert row["recipe"]["lora"] == {"r": 4, "lora_alpha": 8, "lora_dropout": 0.0, "target_modules": ["query", "value"]}
+    assert row["overrides"][0] == f"lora_config={lora}" and len(row["per_seed"]) == 1
+    assert 0.0 <= row["per_seed"][0]["val_accuracy"] <= 1.0 and row["per_seed"][0]["epochs_run"] == 1.0
+    assert "| rank 4 | [0] |" in (tmp_path / "out" / "tuning.md").read_text()
