@@ -108,6 +108,9 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="bench/results")
     args = p.parse_args(argv)
     overrides = {"use_lora": True, "data_path": args.data_path, **parse_overrides(args.set)}
+    recipe = {k: v for k, v in dataclasses.asdict(TrainConfig(**overrides)).items() if k not in ("data_path", "seed")}
+    if recipe["use_lora"]:  # the settings themselves, read up front: a --set lora_config path may not outlive the call
+        recipe["lora"] = modeling.read_lora_config(recipe["lora_config"])
     per_seed = []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
@@ -122,9 +125,6 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "tuning.jsonl", "a", encoding="utf-8") as f:
-        recipe = {k: v for k, v in dataclasses.asdict(TrainConfig(**overrides)).items() if k not in ("data_path", "seed")}
-        if recipe["use_lora"]:  # the settings themselves: a --set lora_config path may not outlive the call
-            recipe["lora"] = modeling.read_lora_config(recipe["lora_config"])
         f.write(json.dumps({"name": args.name, "seeds": args.seeds, "overrides": args.set, "recipe": recipe,  # overrides are
                             "per_seed": per_seed}) + "\n")  # relative to the defaults of the day; recipe is what ran
     rows = [json.loads(line) for line in (out / "tuning.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
