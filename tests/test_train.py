@@ -72,13 +72,23 @@ def test_full_run_meets_contract(full_run):
     assert results["accuracy"] > 0.7
 
 
-def test_same_seed_same_split_and_metrics(lora_run, phrasebank_zip, tmp_path):
+def test_same_seed_same_split_and_metrics(lora_run, phrasebank_zip, tmp_path, capsys):
     again = train_short(tmp_path / "again", phrasebank_zip, "--use_lora", "--version", "v1")
+    assert "never predicts" not in capsys.readouterr().out  # a healthy run predicts every label: no divergence warning
     first = json.loads((lora_run / "results.json").read_text())
     assert [r["text"] for r in read_log(tmp_path / "again")] == [r["text"] for r in read_log(lora_run)]
     for key in ("accuracy", "macro_f1", "confusion_matrix"):
         assert again[key] == first[key]
     assert again["ece"] == pytest.approx(first["ece"], abs=1e-6)
+
+
+def test_diverged_training_warns(phrasebank_zip, tmp_path, capsys):
+    """Learning rate 1 wrecks the model: it answers one label for everything, and training says so."""
+    results = train_short(tmp_path / "diverged", phrasebank_zip, "--use_lora", "--learning_rate", "1",
+                          "--max_train_samples", "64", "--max_eval_samples", "48", "--num_epochs", "1")
+    out = capsys.readouterr().out
+    assert "finsent: warning: the model never predicts" in out and "lower --learning_rate (this run: 1)" in out
+    assert min(sum(row) for row in zip(*results["confusion_matrix"])) == 0  # on test too, some label is never predicted
 
 
 def test_evaluate_command_on_other_data(lora_run, phrasebank_zip, tmp_path):

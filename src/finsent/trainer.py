@@ -221,6 +221,11 @@ def train(cfg: TrainConfig, log=print) -> dict:
     shutil.rmtree(ckpt_dir, ignore_errors=True)  # the run finished: the best model is saved above
     log(f"test accuracy {results['accuracy']:.4f}  macro-F1 {results['macro_f1']:.4f}  ECE {results['ece']:.4f}  "
         f"avg confidence {results['avg_confidence']:.3f}  training {train_runtime:.0f}s")
+    never = [LABELS[c] for c in sorted(set(splits.val.labels) - set(val_logits.argmax(1).tolist()))]
+    if never:  # e.g. LoRA rank 32 at lr 1e-3 diverged on one seed in bench/tune.py and predicted one class for all
+        log(f"finsent: warning: the model never predicts {' or '.join(never)} on the {len(splits.val)} validation sentences, "
+            f"though they include some: it diverged or has not learned {'that label' if len(never) == 1 else 'those labels'}; "
+            f"retrain with a lower --learning_rate (this run: {cfg.lr:g}) or more epochs")
     log(f"artifacts: {out}/ (results.json, evaluation_log.csv, {'adapter' if cfg.use_lora else 'model'}, tokenizer)")
     log_run_safely(out, cfg.tracking_uri, log)  # MLflow; a tracking failure only warns
     return results
