@@ -31,7 +31,10 @@ from finsent.serialization import write_json
 from finsent.trainer import train
 from finsent.training_args import PACKAGED_CONFIG_DIR, TrainConfig
 
-GOALS = {"all": {"accuracy": 0.975, "macro_f1": 0.965, "ece_calibrated": 0.02}, "50": {"accuracy": 0.87, "ece_calibrated": 0.02}}
+GOALS = {
+    "all": {"accuracy": 0.975, "macro_f1": 0.965, "ece_calibrated": 0.02},
+    "50": {"accuracy": 0.87, "ece_calibrated": 0.02},
+}
 
 
 def score(test_logits, test_labels, val_logits, val_labels) -> dict:
@@ -40,16 +43,23 @@ def score(test_logits, test_labels, val_logits, val_labels) -> dict:
     ece = metrics.expected_calibration_error(probs.max(1), probs.argmax(1) == np.asarray(test_labels))
     m = metrics.classification_metrics(test_labels, probs.argmax(1), LABELS)
     cal = calibrate(val_logits, val_labels, test_logits, test_labels)
-    return {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "ece": ece,
-            "ece_calibrated": cal["ece_calibrated"], "temperature": cal["temperature"],
-            **per_sample(test_logits, test_labels, cal["temperature"])}
+    return {
+        "accuracy": m["accuracy"],
+        "macro_f1": m["macro_f1"],
+        "ece": ece,
+        "ece_calibrated": cal["ece_calibrated"],
+        "temperature": cal["temperature"],
+        **per_sample(test_logits, test_labels, cal["temperature"]),
+    }
 
 
 def per_sample(test_logits, test_labels, temperature: float) -> dict:
     """Each test sentence's confidence after scaling and whether it was right: what pooling over seeds needs."""
     conf, pred = calibrated_confidence(test_logits, temperature)
-    return {"test_confidence_calibrated": [round(float(c), 6) for c in conf],
-            "test_correct": [int(ok) for ok in pred == np.asarray(test_labels)]}
+    return {
+        "test_confidence_calibrated": [round(float(c), 6) for c in conf],
+        "test_correct": [int(ok) for ok in pred == np.asarray(test_labels)],
+    }
 
 
 def tfidf_logreg(splits) -> dict:
@@ -66,8 +76,11 @@ def tfidf_logreg(splits) -> dict:
     )
     runtime = time.perf_counter() - start
     logit = lambda texts: best.predict_log_proba(vec.transform(texts))  # noqa: E731
-    return {**score(logit(splits.test.texts), splits.test.labels, logit(splits.val.texts), splits.val.labels),
-            "train_runtime_s": runtime, "trainable_params": int(best.coef_.size + best.intercept_.size)}
+    return {
+        **score(logit(splits.test.texts), splits.test.labels, logit(splits.val.texts), splits.val.labels),
+        "train_runtime_s": runtime,
+        "trainable_params": int(best.coef_.size + best.intercept_.size),
+    }
 
 
 class FrozenEncoder:
@@ -88,7 +101,7 @@ class FrozenEncoder:
         todo = [t for t in dict.fromkeys(texts) if t not in self.cache]
         with self.torch.inference_mode():
             for i in range(0, len(todo), 64):
-                batch = todo[i:i + 64]
+                batch = todo[i : i + 64]
                 enc = self.tok(batch, padding=True, truncation=True, max_length=128, return_tensors="pt")
                 hidden = self.model(**enc).last_hidden_state
                 mask = enc["attention_mask"].unsqueeze(-1).float()
@@ -109,8 +122,11 @@ def frozen_logreg(splits, encoder: FrozenEncoder) -> dict:
     )
     runtime = time.perf_counter() - start
     logit = lambda texts: best.predict_log_proba(encoder(texts))  # noqa: E731
-    return {**score(logit(splits.test.texts), splits.test.labels, logit(splits.val.texts), splits.val.labels),
-            "train_runtime_s": runtime, "trainable_params": int(best.coef_.size + best.intercept_.size)}
+    return {
+        **score(logit(splits.test.texts), splits.test.labels, logit(splits.val.texts), splits.val.labels),
+        "train_runtime_s": runtime,
+        "trainable_params": int(best.coef_.size + best.intercept_.size),
+    }
 
 
 def finetune(cfg: TrainConfig) -> dict:
@@ -118,8 +134,21 @@ def finetune(cfg: TrainConfig) -> dict:
     train(cfg, log=lambda *a: None)
     run = load_run(Path(cfg.output_dir))  # results.json and the per-sentence log, as users read them
     r = run.results
-    return {**{k: r[k] for k in ("accuracy", "macro_f1", "ece", "ece_calibrated", "temperature", "train_runtime_s", "trainable_params")},
-            **per_sample(logits_from_probs(run.probs), run.y_true, r["temperature"])}
+    return {
+        **{
+            k: r[k]
+            for k in (
+                "accuracy",
+                "macro_f1",
+                "ece",
+                "ece_calibrated",
+                "temperature",
+                "train_runtime_s",
+                "trainable_params",
+            )
+        },
+        **per_sample(logits_from_probs(run.probs), run.y_true, r["temperature"]),
+    }
 
 
 def method_configs(args) -> dict:
@@ -128,7 +157,9 @@ def method_configs(args) -> dict:
     plain = dict(base, extra_train_agreement=None, num_epochs=3)
     return {
         "full fine-tuning": dict(plain),
-        "LoRA, seed config (r=8, q/v)": dict(plain, use_lora=True, lora_config=str(PACKAGED_CONFIG_DIR / "lora_seed.json")),
+        "LoRA, seed config (r=8, q/v)": dict(
+            plain, use_lora=True, lora_config=str(PACKAGED_CONFIG_DIR / "lora_seed.json")
+        ),
         "finsent default recipe": dict(base, use_lora=True),
     }
 
@@ -139,16 +170,29 @@ def kept_rows(saved: Path, seeds: list[int], remeasured: list[str]) -> dict[str,
         raise FinsentError(f"--update: {saved} does not exist; run the benchmark once without --update")
     old = json.loads(saved.read_text(encoding="utf-8"))
     if old["args"]["seeds"] != seeds:
-        raise FinsentError(f"--update: {saved} was measured on seeds {old['args']['seeds']}, not {seeds}; pass the same --seeds")
+        raise FinsentError(
+            f"--update: {saved} was measured on seeds {old['args']['seeds']}, not {seeds}; pass the same --seeds"
+        )
     if any(len(rows) != len(seeds) for rows in old["per_seed"].values()):
-        raise FinsentError(f"--update: {saved} is an interrupted run (not every method has {len(seeds)} seeds); rerun it whole")
+        raise FinsentError(
+            f"--update: {saved} is an interrupted run (not every method has {len(seeds)} seeds); rerun it whole"
+        )
     return {m: rows for m, rows in old["per_seed"].items() if m not in remeasured}
 
 
 def summarize(per_seed: dict[str, list[dict]]) -> dict:
     keys = ("accuracy", "macro_f1", "ece", "ece_calibrated", "train_runtime_s", "trainable_params")
-    out = {m: {k: {"mean": float(np.mean([r[k] for r in rs])), "std": float(np.std([r[k] for r in rs])),
-                   "values": [r[k] for r in rs]} for k in keys} for m, rs in per_seed.items()}
+    out = {
+        m: {
+            k: {
+                "mean": float(np.mean([r[k] for r in rs])),
+                "std": float(np.std([r[k] for r in rs])),
+                "values": [r[k] for r in rs],
+            }
+            for k in keys
+        }
+        for m, rs in per_seed.items()
+    }
     for m, rs in per_seed.items():
         if all("test_correct" in r for r in rs):  # rows saved before per-sample logging have no pooled figures
             out[m]["calibration_pooled"] = pooled_calibration(rs)
@@ -159,44 +203,67 @@ def pooled_calibration(rows: list[dict]) -> dict:
     """ECE after scaling over every seed's test sentences together, and the sampling floors per seed and pooled."""
     conf = np.concatenate([r["test_confidence_calibrated"] for r in rows])
     correct = np.concatenate([r["test_correct"] for r in rows]).astype(bool)
-    return {"n": int(len(conf)), "ece_calibrated": metrics.expected_calibration_error(conf, correct),
-            "floor": metrics.ece_sampling_floor(conf),
-            "floor_per_seed": float(np.mean([metrics.ece_sampling_floor(r["test_confidence_calibrated"]) for r in rows]))}
+    return {
+        "n": int(len(conf)),
+        "ece_calibrated": metrics.expected_calibration_error(conf, correct),
+        "floor": metrics.ece_sampling_floor(conf),
+        "floor_per_seed": float(np.mean([metrics.ece_sampling_floor(r["test_confidence_calibrated"]) for r in rows])),
+    }
 
 
 def to_markdown(summary: dict, args, goals: dict) -> str:
     n = len(next(iter(summary.values()))["accuracy"]["values"])
-    lines = [f"PhraseBank {args.agreement}Agree, seeds {args.seeds[:n]} (each seed its own stratified 80/10/10 split); "
-             f"mean ± std over seeds; test split scored once per method and seed.", "",
-             "| method | accuracy | macro-F1 | ECE | ECE (temperature-scaled) | train time (s) | trainable params |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        f"PhraseBank {args.agreement}Agree, seeds {args.seeds[:n]} (each seed its own stratified 80/10/10 split); "
+        f"mean ± std over seeds; test split scored once per method and seed.",
+        "",
+        "| method | accuracy | macro-F1 | ECE | ECE (temperature-scaled) | train time (s) | trainable params |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for m, s in summary.items():
-        f = lambda k, d=4: f"{s[k]['mean']:.{d}f} ± {s[k]['std']:.{d}f}"  # noqa: E731
-        lines.append(f"| {m} | {f('accuracy')} | {f('macro_f1')} | {f('ece')} | {f('ece_calibrated')} | "
-                     f"{f('train_runtime_s', 0)} | {int(s['trainable_params']['mean']):,} |")
+        f = lambda k, d=4, s=s: f"{s[k]['mean']:.{d}f} ± {s[k]['std']:.{d}f}"  # noqa: E731
+        lines.append(
+            f"| {m} | {f('accuracy')} | {f('macro_f1')} | {f('ece')} | {f('ece_calibrated')} | "
+            f"{f('train_runtime_s', 0)} | {int(s['trainable_params']['mean']):,} |"
+        )
     pooled = {m: s["calibration_pooled"] for m, s in summary.items() if "calibration_pooled" in s}
     if pooled:
-        lines += ["", "Calibration after temperature scaling, pooled over the seeds' test sentences. The floor is the ECE a "
-                  "perfectly calibrated model with the same confidences shows from sampling noise alone (expected value):", "",
-                  "| method | test sentences | ECE per seed (mean) | floor per seed | ECE pooled | floor pooled |",
-                  "| --- | --- | --- | --- | --- | --- |"]
-        lines += [f"| {m} | {c['n']:,} | {summary[m]['ece_calibrated']['mean']:.4f} | {c['floor_per_seed']:.4f} | "
-                  f"{c['ece_calibrated']:.4f} | {c['floor']:.4f} |" for m, c in pooled.items()]
+        lines += [
+            "",
+            "Calibration after temperature scaling, pooled over the seeds' test sentences. The floor is the ECE a "
+            "perfectly calibrated model with the same confidences shows from sampling noise alone (expected value):",
+            "",
+            "| method | test sentences | ECE per seed (mean) | floor per seed | ECE pooled | floor pooled |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        lines += [
+            f"| {m} | {c['n']:,} | {summary[m]['ece_calibrated']['mean']:.4f} | {c['floor_per_seed']:.4f} | "
+            f"{c['ece_calibrated']:.4f} | {c['floor']:.4f} |"
+            for m, c in pooled.items()
+        ]
     ours = summary.get("finsent default recipe")
     if ours and goals:
         lines.append("")
         for k, target in goals.items():
             got = ours[k]["mean"]
-            if k == "ece_calibrated" and "calibration_pooled" in ours:  # per seed, the sampling floor alone is near 0.02
+            if (
+                k == "ece_calibrated" and "calibration_pooled" in ours
+            ):  # per seed, the sampling floor alone is near 0.02
                 c = ours["calibration_pooled"]
-                lines.append(f"- goal {k} <= {target}: pooled over {n} seeds {c['ece_calibrated']:.4f} "
-                             f"({'reached' if c['ece_calibrated'] <= target else 'NOT reached'}; floor {c['floor']:.4f}); "
-                             f"per-seed mean {got:.4f}, whose floor alone is {c['floor_per_seed']:.4f}")
+                lines.append(
+                    f"- goal {k} <= {target}: pooled over {n} seeds {c['ece_calibrated']:.4f} "
+                    f"({'reached' if c['ece_calibrated'] <= target else 'NOT reached'}; floor {c['floor']:.4f}); "
+                    f"per-seed mean {got:.4f}, whose floor alone is {c['floor_per_seed']:.4f}"
+                )
                 continue
             ok = got <= target if k.startswith("ece") else got >= target
-            lines.append(f"- goal {k} {'<=' if k.startswith('ece') else '>='} {target}: {got:.4f} ({'reached' if ok else 'NOT reached'})")
+            lines.append(
+                f"- goal {k} {'<=' if k.startswith('ece') else '>='} {target}: {got:.4f} ({'reached' if ok else 'NOT reached'})"
+            )
         slowest = max(ours["train_runtime_s"]["values"])
-        lines.append(f"- goal training <= 300 s per run: slowest {slowest:.0f} s ({'reached' if slowest <= 300 else 'NOT reached'})")
+        lines.append(
+            f"- goal training <= 300 s per run: slowest {slowest:.0f} s ({'reached' if slowest <= 300 else 'NOT reached'})"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -207,11 +274,19 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--methods", nargs="+", default=None, help="subset of: tfidf frozen full lora_seed finsent")
     p.add_argument("--out", default="bench/results")
-    p.add_argument("--update", action="store_true",
-                   help="re-measure only --methods; keep the other rows of the saved accuracy_<agreement>.json (same seeds)")
+    p.add_argument(
+        "--update",
+        action="store_true",
+        help="re-measure only --methods; keep the other rows of the saved accuracy_<agreement>.json (same seeds)",
+    )
     args = p.parse_args(argv)
-    short = {"tfidf": "TF-IDF + logistic regression", "frozen": "frozen MiniLM embeddings + logistic regression",
-             "full": "full fine-tuning", "lora_seed": "LoRA, seed config (r=8, q/v)", "finsent": "finsent default recipe"}
+    short = {
+        "tfidf": "TF-IDF + logistic regression",
+        "frozen": "frozen MiniLM embeddings + logistic regression",
+        "full": "full fine-tuning",
+        "lora_seed": "LoRA, seed config (r=8, q/v)",
+        "finsent": "finsent default recipe",
+    }
     wanted = [short[m] for m in (args.methods or short)]
     data = load_data(args.data_path, args.agreement)
     configs = method_configs(args)
@@ -227,12 +302,28 @@ def main(argv=None) -> int:
                 elif m == short["frozen"]:
                     r = frozen_logreg(splits, encoder)
                 else:
-                    r = finetune(TrainConfig(**configs[m], seed=seed, version=f"s{seed}", output_dir=f"{tmp}/{len(per_seed[m])}-{seed}-{wanted.index(m)}"))
+                    r = finetune(
+                        TrainConfig(
+                            **configs[m],
+                            seed=seed,
+                            version=f"s{seed}",
+                            output_dir=f"{tmp}/{len(per_seed[m])}-{seed}-{wanted.index(m)}",
+                        )
+                    )
                 per_seed[m].append(r)
-                print(f"seed {seed} | {m}: accuracy {r['accuracy']:.4f} macro-F1 {r['macro_f1']:.4f} ECE {r['ece']:.4f} "
-                      f"-> {r['ece_calibrated']:.4f} | {r['train_runtime_s']:.0f}s", flush=True)
-            done = len(per_seed[wanted[0]])  # kept rows are cut to the seeds re-measured so far: one table, one seed set
-            rows = {m: per_seed[m] if m in per_seed else kept[m][:done] for m in short.values() if m in per_seed or m in kept}
+                print(
+                    f"seed {seed} | {m}: accuracy {r['accuracy']:.4f} macro-F1 {r['macro_f1']:.4f} ECE {r['ece']:.4f} "
+                    f"-> {r['ece_calibrated']:.4f} | {r['train_runtime_s']:.0f}s",
+                    flush=True,
+                )
+            done = len(
+                per_seed[wanted[0]]
+            )  # kept rows are cut to the seeds re-measured so far: one table, one seed set
+            rows = {
+                m: per_seed[m] if m in per_seed else kept[m][:done]
+                for m in short.values()
+                if m in per_seed or m in kept
+            }
             md = save(rows, args, list(kept))  # after every seed, so an interrupted benchmark keeps what it measured
     print(md)
     return 0
@@ -246,9 +337,16 @@ def save(per_seed: dict[str, list[dict]], args, kept: list[str]) -> str:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"accuracy_{args.agreement}.md").write_text(md)
-    write_json(out / f"accuracy_{args.agreement}.json", {"args": vars(args), "kept_from_earlier_run": kept,
-                                                          "summary": summary, "per_seed": per_seed,
-                                                          "recipe": dataclasses.asdict(TrainConfig(use_lora=True))})
+    write_json(
+        out / f"accuracy_{args.agreement}.json",
+        {
+            "args": vars(args),
+            "kept_from_earlier_run": kept,
+            "summary": summary,
+            "per_seed": per_seed,
+            "recipe": dataclasses.asdict(TrainConfig(use_lora=True)),
+        },
+    )
     return md
 
 

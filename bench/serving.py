@@ -90,9 +90,15 @@ def run_worker(kind: str, model_dir: str, data_path: str, n: int, threads: int, 
     labels = run(texts)
     seconds = time.perf_counter() - t0
     return {
-        "kind": kind, "n": n, "seconds": seconds, "sentences_per_s": n / seconds, "load_s": load_s,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "labels": labels,
-        "loadavg_before": load_before, "loadavg_after": load_average(),
+        "kind": kind,
+        "n": n,
+        "seconds": seconds,
+        "sentences_per_s": n / seconds,
+        "load_s": load_s,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "labels": labels,
+        "loadavg_before": load_before,
+        "loadavg_after": load_average(),
     }
 
 
@@ -124,8 +130,14 @@ async def latency_level(url: str, texts: list[str], clients: int, requests: int)
     await asyncio.gather(*(client(w, per) for w in range(clients)))
     wall = time.perf_counter() - t0
     ms = np.array(latencies) * 1000
-    return {"clients": clients, "requests": len(latencies), "errors": errors, "p50_ms": float(np.percentile(ms, 50)),
-            "p99_ms": float(np.percentile(ms, 99)), "requests_per_s": len(latencies) / wall}
+    return {
+        "clients": clients,
+        "requests": len(latencies),
+        "errors": errors,
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "requests_per_s": len(latencies) / wall,
+    }
 
 
 def server_latency(model_dir: str, texts: list[str], threads: int, requests: int, backend: str = "onnx") -> list[dict]:
@@ -134,9 +146,29 @@ def server_latency(model_dir: str, texts: list[str], threads: int, requests: int
 
     port = free_port()
     log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
-    proc = subprocess.Popen([sys.executable, "-m", "finsent", "serve", "--model_dir", model_dir, "--backend", backend,
-                             "--threads", str(threads), "--host", "127.0.0.1", "--port", str(port), "--log_level", "warning"],
-                            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "finsent",
+            "serve",
+            "--model_dir",
+            model_dir,
+            "--backend",
+            backend,
+            "--threads",
+            str(threads),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log_level",
+            "warning",
+        ],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 300
@@ -192,18 +224,31 @@ def markdown(result: dict) -> str:
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
-        lines.append(f"| {WORKERS[r['kind']]} | {r['sentences_per_s']:.0f} | {r['sentences_per_s'] / base['pipeline']:.1f}x | "
-                     f"{r['sentences_per_s'] / base['pipeline_b32']:.1f}x | {r['peak_rss_mb']:.0f} | {r['agreement_with_torch']:.2%} | "
-                     f"{r['loadavg_before'][0]:.1f} / {r['loadavg_after'][0]:.1f} |")
-    lines += ["", f"Server (`finsent serve --backend {result['latency'][0]['backend']} --threads {result['threads']}`, one sentence a request, 127.0.0.1, "
-              "clients in the same machine):", "",
-              "| concurrent clients | requests | errors | p50 (ms) | p99 (ms) | requests/s | load avg (1 min) before |", "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        lines.append(
+            f"| {WORKERS[r['kind']]} | {r['sentences_per_s']:.0f} | {r['sentences_per_s'] / base['pipeline']:.1f}x | "
+            f"{r['sentences_per_s'] / base['pipeline_b32']:.1f}x | {r['peak_rss_mb']:.0f} | {r['agreement_with_torch']:.2%} | "
+            f"{r['loadavg_before'][0]:.1f} / {r['loadavg_after'][0]:.1f} |"
+        )
+    lines += [
+        "",
+        f"Server (`finsent serve --backend {result['latency'][0]['backend']} --threads {result['threads']}`, one sentence a request, 127.0.0.1, "
+        "clients in the same machine):",
+        "",
+        "| concurrent clients | requests | errors | p50 (ms) | p99 (ms) | requests/s | load avg (1 min) before |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for r in result["latency"]:
-        lines.append(f"| {r['clients']} | {r['requests']} | {r['errors']} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['requests_per_s']:.0f} | {r['loadavg_before'][0]:.1f} |")
+        lines.append(
+            f"| {r['clients']} | {r['requests']} | {r['errors']} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['requests_per_s']:.0f} | {r['loadavg_before'][0]:.1f} |"
+        )
     g = result["goal"]
-    lines += ["", f"Goal: onnx int8 >= {GOAL['onnx_sentences_per_s']} sentences/s and >= {GOAL['speedup_vs_pipeline']}x the pipeline. "
-              f"Measured {g['onnx_sentences_per_s']:.0f} sentences/s, {g['speedup_vs_pipeline_b1']:.1f}x the default pipeline and "
-              f"{g['speedup_vs_pipeline_b32']:.1f}x the batched one: **{'met' if g['met'] else 'not met'}**.", ""]
+    lines += [
+        "",
+        f"Goal: onnx int8 >= {GOAL['onnx_sentences_per_s']} sentences/s and >= {GOAL['speedup_vs_pipeline']}x the pipeline. "
+        f"Measured {g['onnx_sentences_per_s']:.0f} sentences/s, {g['speedup_vs_pipeline_b1']:.1f}x the default pipeline and "
+        f"{g['speedup_vs_pipeline_b32']:.1f}x the batched one: **{'met' if g['met'] else 'not met'}**.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -233,45 +278,94 @@ def main() -> int:
     try:
         find_onnx(args.model_dir)
     except Exception:  # noqa: BLE001 - no export yet: make one
-        subprocess.run([sys.executable, "-m", "finsent", "export-onnx", "--model_dir", args.model_dir], check=True, cwd=ROOT)
+        subprocess.run(
+            [sys.executable, "-m", "finsent", "export-onnx", "--model_dir", args.model_dir], check=True, cwd=ROOT
+        )
     info = read_model_info(args.model_dir)
-    machine = {"cpu": cpu_name(), "cpus": os.cpu_count(), "python": platform.python_version(), "loadavg_start": load_average()}
+    machine = {
+        "cpu": cpu_name(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "loadavg_start": load_average(),
+    }
     print(f"load average {machine['loadavg_start']} on {machine['cpus']} CPUs", file=sys.stderr)
     rows = []
     for kind in args.backends:
         with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as tmp:
             out = Path(tmp.name)
-        subprocess.run([sys.executable, __file__, "--worker", kind, "--worker_out", str(out), "--model_dir", args.model_dir,
-                        "--data_path", args.data_path, "--n", str(args.n), "--threads", str(args.threads),
-                        "--batch_size", str(args.batch_size)], check=True, cwd=ROOT)
+        subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--worker",
+                kind,
+                "--worker_out",
+                str(out),
+                "--model_dir",
+                args.model_dir,
+                "--data_path",
+                args.data_path,
+                "--n",
+                str(args.n),
+                "--threads",
+                str(args.threads),
+                "--batch_size",
+                str(args.batch_size),
+            ],
+            check=True,
+            cwd=ROOT,
+        )
         rows.append(json.loads(out.read_text()))
         out.unlink()
-        print(f"{WORKERS[kind]}: {rows[-1]['sentences_per_s']:.0f} sentences/s, peak RSS {rows[-1]['peak_rss_mb']:.0f} MB, "
-              f"load {rows[-1]['loadavg_before']}", file=sys.stderr)
+        print(
+            f"{WORKERS[kind]}: {rows[-1]['sentences_per_s']:.0f} sentences/s, peak RSS {rows[-1]['peak_rss_mb']:.0f} MB, "
+            f"load {rows[-1]['loadavg_before']}",
+            file=sys.stderr,
+        )
     ref = next((r["labels"] for r in rows if r["kind"] == "torch"), None)
     for r in rows:
         labels = r.pop("labels")
         r["agreement_with_torch"] = float(np.mean([a == b for a, b in zip(labels, ref)])) if ref else None
     latency = server_latency(args.model_dir, sentences(args.data_path, 2000, seed=1), args.threads, args.requests)
     for level in latency:
-        print(f"{level['clients']} clients: p50 {level['p50_ms']:.1f} ms, p99 {level['p99_ms']:.1f} ms, {level['errors']} errors", file=sys.stderr)
+        print(
+            f"{level['clients']} clients: p50 {level['p50_ms']:.1f} ms, p99 {level['p99_ms']:.1f} ms, {level['errors']} errors",
+            file=sys.stderr,
+        )
     speed = {r["kind"]: r["sentences_per_s"] for r in rows}
-    goal = {"onnx_sentences_per_s": speed.get("onnx"),
-            "speedup_vs_pipeline_b1": speed.get("onnx", 0) / speed["pipeline"] if "pipeline" in speed else None,
-            "speedup_vs_pipeline_b32": speed.get("onnx", 0) / speed["pipeline_b32"] if "pipeline_b32" in speed else None}
-    goal["met"] = bool(goal["onnx_sentences_per_s"] and goal["onnx_sentences_per_s"] >= GOAL["onnx_sentences_per_s"]
-                       and goal["speedup_vs_pipeline_b1"] and goal["speedup_vs_pipeline_b1"] >= GOAL["speedup_vs_pipeline"])
+    goal = {
+        "onnx_sentences_per_s": speed.get("onnx"),
+        "speedup_vs_pipeline_b1": speed.get("onnx", 0) / speed["pipeline"] if "pipeline" in speed else None,
+        "speedup_vs_pipeline_b32": speed.get("onnx", 0) / speed["pipeline_b32"] if "pipeline_b32" in speed else None,
+    }
+    goal["met"] = bool(
+        goal["onnx_sentences_per_s"]
+        and goal["onnx_sentences_per_s"] >= GOAL["onnx_sentences_per_s"]
+        and goal["speedup_vs_pipeline_b1"]
+        and goal["speedup_vs_pipeline_b1"] >= GOAL["speedup_vs_pipeline"]
+    )
     machine["loadavg_end"] = load_average()
     import datetime as dt
 
-    result = {"created_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "command": command,
-              "machine": machine, "threads": args.threads, "batch_size": args.batch_size, "n": args.n,
-              "model": {"version": info.version, "model_name": info.model_name, "max_length": info.max_length},
-              "throughput": rows, "latency": latency, "goal": goal, "goal_definition": GOAL}
+    result = {
+        "created_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": command,
+        "machine": machine,
+        "threads": args.threads,
+        "batch_size": args.batch_size,
+        "n": args.n,
+        "model": {"version": info.version, "model_name": info.model_name, "max_length": info.max_length},
+        "throughput": rows,
+        "latency": latency,
+        "goal": goal,
+        "goal_definition": GOAL,
+    }
     write_json(Path(args.out + ".json"), result)
     if {"pipeline", "pipeline_b32"} <= set(speed):
         write_text(Path(args.out + ".md"), markdown(result))
-    print(f"wrote {args.out}.json" + (" and .md" if {"pipeline", "pipeline_b32"} <= set(speed) else ""), file=sys.stderr)
+    print(
+        f"wrote {args.out}.json" + (" and .md" if {"pipeline", "pipeline_b32"} <= set(speed) else ""), file=sys.stderr
+    )
     return 0
 
 

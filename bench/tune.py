@@ -45,7 +45,9 @@ def parse_overrides(pairs: list[str]) -> dict:
             try:
                 out[key] = kind(raw)
             except ValueError:
-                raise SystemExit(f"--set {pair}: {key} takes a {kind.__name__} (KEY=VALUE, e.g. num_epochs=3)") from None
+                raise SystemExit(
+                    f"--set {pair}: {key} takes a {kind.__name__} (KEY=VALUE, e.g. num_epochs=3)"
+                ) from None
     return out
 
 
@@ -66,7 +68,9 @@ def pooled(rows: list[dict]) -> list[dict]:
     groups: dict[tuple, dict] = {}
     for r in rows:
         name = r["name"].split(" (seeds")[0]
-        g = groups.setdefault((name, tuple(r["overrides"])), {"name": name, "seeds": [], "overrides": r["overrides"], "per_seed": []})
+        g = groups.setdefault(
+            (name, tuple(r["overrides"])), {"name": name, "seeds": [], "overrides": r["overrides"], "per_seed": []}
+        )
         g["seeds"] += r["seeds"]
         g["per_seed"] += r["per_seed"]
     ref = {x["seed"]: x["val_accuracy"] for x in next(iter(groups.values()))["per_seed"]}
@@ -78,25 +82,43 @@ def pooled(rows: list[dict]) -> list[dict]:
 
 def table(rows: list[dict]) -> list[str]:
     gain = "gain" in rows[0]
-    lines = ["| configuration | seeds | val accuracy |" + (" vs first row, same seeds |" if gain else "") +
-             " val macro-F1 | val ECE | train time (s) | epochs run | overrides |",
-             "| --- " * (8 + gain) + "|"]
+    lines = [
+        "| configuration | seeds | val accuracy |"
+        + (" vs first row, same seeds |" if gain else "")
+        + " val macro-F1 | val ECE | train time (s) | epochs run | overrides |",
+        "| --- " * (8 + gain) + "|",
+    ]
     for r in rows:
         s = r["per_seed"]
-        f = lambda k, d=4: f"{np.mean([x[k] for x in s]):.{d}f} ± {np.std([x[k] for x in s]):.{d}f}"  # noqa: E731
-        lines.append(f"| {r['name']} | {r['seeds']} | {f('val_accuracy')} |" + (f" {r['gain']:+.4f} |" if gain else "") +
-                     f" {f('val_macro_f1')} | {f('val_ece')} | {f('train_runtime_s', 0)} | {f('epochs_run', 1)} | "
-                     f"`{' '.join(r['overrides'])}` |")
+        f = lambda k, d=4, s=s: f"{np.mean([x[k] for x in s]):.{d}f} ± {np.std([x[k] for x in s]):.{d}f}"  # noqa: E731
+        lines.append(
+            f"| {r['name']} | {r['seeds']} | {f('val_accuracy')} |"
+            + (f" {r['gain']:+.4f} |" if gain else "")
+            + f" {f('val_macro_f1')} | {f('val_ece')} | {f('train_runtime_s', 0)} | {f('epochs_run', 1)} | "
+            f"`{' '.join(r['overrides'])}` |"
+        )
     return lines
 
 
 def to_markdown(rows: list[dict]) -> str:
-    return "\n".join([
-        "Recipe search: validation split only (mean ± std over seeds; each seed its own split). "
-        "Made by `bench/tune.py`; the test split is not read.", "",
-        "Pooled by configuration (calls on more seeds of one configuration together); ranked by the paired difference "
-        "in validation accuracy with the first configuration, on the seeds both were run on:", "", *table(pooled(rows)), "",
-        "Every call, in order:", "", *table(rows)]) + "\n"
+    return (
+        "\n".join(
+            [
+                "Recipe search: validation split only (mean ± std over seeds; each seed its own split). "
+                "Made by `bench/tune.py`; the test split is not read.",
+                "",
+                "Pooled by configuration (calls on more seeds of one configuration together); ranked by the paired difference "
+                "in validation accuracy with the first configuration, on the seeds both were run on:",
+                "",
+                *table(pooled(rows)),
+                "",
+                "Every call, in order:",
+                "",
+                *table(rows),
+            ]
+        )
+        + "\n"
+    )
 
 
 def main(argv=None) -> int:
@@ -115,19 +137,41 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
             run = Path(tmp) / f"s{seed}"
-            results = train(TrainConfig(**{**overrides, "seed": seed, "output_dir": str(run), "version": f"s{seed}"}),
-                            log=lambda *a: None)
-            row = {"seed": seed, **validation_scores(run), "temperature": results["temperature"],
-                   "train_runtime_s": results["train_runtime_s"], "epochs_run": results["epochs_run"]}
+            results = train(
+                TrainConfig(**{**overrides, "seed": seed, "output_dir": str(run), "version": f"s{seed}"}),
+                log=lambda *a: None,
+            )
+            row = {
+                "seed": seed,
+                **validation_scores(run),
+                "temperature": results["temperature"],
+                "train_runtime_s": results["train_runtime_s"],
+                "epochs_run": results["epochs_run"],
+            }
             per_seed.append(row)
-            print(f"{args.name} | seed {seed}: val accuracy {row['val_accuracy']:.4f} macro-F1 {row['val_macro_f1']:.4f} "
-                  f"ECE {row['val_ece']:.4f} | {row['train_runtime_s']:.0f}s, {row['epochs_run']:.1f} epochs", flush=True)
+            print(
+                f"{args.name} | seed {seed}: val accuracy {row['val_accuracy']:.4f} macro-F1 {row['val_macro_f1']:.4f} "
+                f"ECE {row['val_ece']:.4f} | {row['train_runtime_s']:.0f}s, {row['epochs_run']:.1f} epochs",
+                flush=True,
+            )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "tuning.jsonl", "a", encoding="utf-8") as f:
-        f.write(json.dumps({"name": args.name, "seeds": args.seeds, "overrides": args.set, "recipe": recipe,  # overrides are
-                            "per_seed": per_seed}) + "\n")  # relative to the defaults of the day; recipe is what ran
-    rows = [json.loads(line) for line in (out / "tuning.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
+        f.write(
+            json.dumps(
+                {
+                    "name": args.name,
+                    "seeds": args.seeds,
+                    "overrides": args.set,
+                    "recipe": recipe,  # overrides are
+                    "per_seed": per_seed,
+                }
+            )
+            + "\n"
+        )  # relative to the defaults of the day; recipe is what ran
+    rows = [
+        json.loads(line) for line in (out / "tuning.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()
+    ]
     md = to_markdown(rows)
     (out / "tuning.md").write_text(md, encoding="utf-8")
     print(md)

@@ -23,8 +23,22 @@ def train_short(output_dir: Path, data_path: Path, *extra: str) -> dict:
     from finsent.cli import main
     from finsent.serialization import read_json
 
-    argv = ["train", "--data_path", str(data_path), "--output_dir", str(output_dir), "--num_epochs", "2",
-            "--max_train_samples", "400", "--max_length", "64", "--extra_train_agreement", "75", *extra]
+    argv = [
+        "train",
+        "--data_path",
+        str(data_path),
+        "--output_dir",
+        str(output_dir),
+        "--num_epochs",
+        "2",
+        "--max_train_samples",
+        "400",
+        "--max_length",
+        "64",
+        "--extra_train_agreement",
+        "75",
+        *extra,
+    ]
     assert main(argv) == 0
     return read_json(output_dir / "results.json")
 

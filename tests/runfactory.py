@@ -20,8 +20,15 @@ def synthetic_logits(n: int, seed: int, accuracy: float = 0.85, scale: float = 6
     return logits, y
 
 
-def write_fake_run(path: Path, version: str, seed: int = 0, n: int = 120, texts: list[str] | None = None,
-                   accuracy: float = 0.85, use_lora: bool = True) -> Path:
+def write_fake_run(
+    path: Path,
+    version: str,
+    seed: int = 0,
+    n: int = 120,
+    texts: list[str] | None = None,
+    accuracy: float = 0.85,
+    use_lora: bool = True,
+) -> Path:
     """A run folder with results.json, evaluation_log.csv and val_logits.npz like `finsent train` writes."""
     path = Path(path)
     logits, y = synthetic_logits(n, seed, accuracy)
@@ -30,9 +37,21 @@ def write_fake_run(path: Path, version: str, seed: int = 0, n: int = 120, texts:
     val_logits, val_y = synthetic_logits(n, seed + 1000, accuracy)
     path.mkdir(parents=True, exist_ok=True)
     np.savez(path / "val_logits.npz", logits=val_logits, labels=val_y)
-    results = {"version": version, "model_name": "synthetic", "use_lora": use_lora, **summary,
-               "trainable_params": 1000, "total_params": 100000, "trainable_percent": 1.0, "train_runtime_s": 12.5,
-               "n_train": 500, "n_val": n, "n_test": n, "data": {"agreement": "all", "seed": seed}, "config": {"seed": seed},
-               "labels": list(LABELS)}
+    results = {
+        "version": version,
+        "model_name": "synthetic",
+        "use_lora": use_lora,
+        **summary,
+        "trainable_params": 1000,
+        "total_params": 100000,
+        "trainable_percent": 1.0,
+        "train_runtime_s": 12.5,
+        "n_train": 500,
+        "n_val": n,
+        "n_test": n,
+        "data": {"agreement": "all", "seed": seed},
+        "config": {"seed": seed},
+        "labels": list(LABELS),
+    }
     write_report(path, results, rows)
     return path

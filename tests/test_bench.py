@@ -19,7 +19,12 @@ def load_script(name: str):
 
 def test_accuracy_benchmark_tfidf_two_seeds(phrasebank_zip, tmp_path):
     accuracy = load_script("accuracy")
-    assert accuracy.main(["--data_path", str(phrasebank_zip), "--methods", "tfidf", "--seeds", "0", "1", "--out", str(tmp_path)]) == 0
+    assert (
+        accuracy.main(
+            ["--data_path", str(phrasebank_zip), "--methods", "tfidf", "--seeds", "0", "1", "--out", str(tmp_path)]
+        )
+        == 0
+    )
     saved = json.loads((tmp_path / "accuracy_all.json").read_text())
     row = saved["summary"]["TF-IDF + logistic regression"]
     assert len(row["accuracy"]["values"]) == 2 and len(saved["per_seed"]["TF-IDF + logistic regression"]) == 2
@@ -40,18 +45,43 @@ def test_accuracy_update_remeasures_one_method_and_keeps_the_rest(phrasebank_zip
     assert accuracy.main([*common, "--methods", "frozen", "--update"]) == 0
     saved = json.loads((tmp_path / "accuracy_all.json").read_text())
     assert list(saved["per_seed"]) == ["TF-IDF + logistic regression", "frozen MiniLM embeddings + logistic regression"]
-    assert saved["per_seed"]["TF-IDF + logistic regression"] == tfidf_before and saved["kept_from_earlier_run"] == ["TF-IDF + logistic regression"]
+    assert saved["per_seed"]["TF-IDF + logistic regression"] == tfidf_before and saved["kept_from_earlier_run"] == [
+        "TF-IDF + logistic regression"
+    ]
     assert len(saved["per_seed"]["frozen MiniLM embeddings + logistic regression"]) == 2
     assert "not re-measured: TF-IDF + logistic regression" in (tmp_path / "accuracy_all.md").read_text()
     with pytest.raises(accuracy.FinsentError, match="measured on seeds \\[0, 1\\], not \\[0\\]"):
-        accuracy.main(["--data_path", str(phrasebank_zip), "--seeds", "0", "--out", str(tmp_path), "--methods", "tfidf", "--update"])
+        accuracy.main(
+            [
+                "--data_path",
+                str(phrasebank_zip),
+                "--seeds",
+                "0",
+                "--out",
+                str(tmp_path),
+                "--methods",
+                "tfidf",
+                "--update",
+            ]
+        )
 
 
 def test_goal_lines_say_not_reached():
     accuracy = load_script("accuracy")
-    summary = accuracy.summarize({"finsent default recipe": [
-        {"accuracy": 0.96, "macro_f1": 0.95, "ece": 0.03, "ece_calibrated": 0.015, "train_runtime_s": 310.0, "trainable_params": 10},
-    ]})
+    summary = accuracy.summarize(
+        {
+            "finsent default recipe": [
+                {
+                    "accuracy": 0.96,
+                    "macro_f1": 0.95,
+                    "ece": 0.03,
+                    "ece_calibrated": 0.015,
+                    "train_runtime_s": 310.0,
+                    "trainable_params": 10,
+                },
+            ]
+        }
+    )
     md = accuracy.to_markdown(summary, type("A", (), {"agreement": "all", "seeds": [0]})(), accuracy.GOALS["all"])
     assert "goal accuracy >= 0.975: 0.9600 (NOT reached)" in md
     assert "goal ece_calibrated <= 0.02: 0.0150 (reached)" in md
@@ -60,8 +90,19 @@ def test_goal_lines_say_not_reached():
 
 def test_ece_goal_is_judged_on_the_seeds_pooled():
     accuracy = load_script("accuracy")
-    row = lambda conf, correct: {"accuracy": 0.9, "macro_f1": 0.9, "ece": 0.05, "ece_calibrated": 0.04, "train_runtime_s": 1.0,  # noqa: E731
-                                 "trainable_params": 10, "test_confidence_calibrated": conf, "test_correct": correct}
+
+    def row(conf, correct):
+        return {
+            "accuracy": 0.9,
+            "macro_f1": 0.9,
+            "ece": 0.05,
+            "ece_calibrated": 0.04,
+            "train_runtime_s": 1.0,
+            "trainable_params": 10,
+            "test_confidence_calibrated": conf,
+            "test_correct": correct,
+        }
+
     # two seeds of ten sentences at confidence 0.9: nine right in each, so pooled ECE is 0 while the table's per-seed ECE says 0.04
     rows = [row([0.9] * 10, [1] * 9 + [0]), row([0.9] * 10, [0] + [1] * 9)]
     summary = accuracy.summarize({"finsent default recipe": rows})
@@ -73,8 +114,24 @@ def test_ece_goal_is_judged_on_the_seeds_pooled():
 
 def test_tune_overrides_are_typed_like_the_config():
     tune = load_script("tune")
-    got = tune.parse_overrides(["num_epochs=3", "learning_rate=2e-3", "use_lora=false", "extra_train_agreement=75", "max_train_samples=none", "max_length=64"])
-    assert got == {"num_epochs": 3.0, "learning_rate": 2e-3, "use_lora": False, "extra_train_agreement": "75", "max_train_samples": None, "max_length": 64}
+    got = tune.parse_overrides(
+        [
+            "num_epochs=3",
+            "learning_rate=2e-3",
+            "use_lora=false",
+            "extra_train_agreement=75",
+            "max_train_samples=none",
+            "max_length=64",
+        ]
+    )
+    assert got == {
+        "num_epochs": 3.0,
+        "learning_rate": 2e-3,
+        "use_lora": False,
+        "extra_train_agreement": "75",
+        "max_train_samples": None,
+        "max_length": 64,
+    }
     with pytest.raises(SystemExit, match="not a TrainConfig field"):
         tune.parse_overrides(["epochs=3"])
     with pytest.raises(SystemExit, match="num_epochs takes a float"):
@@ -83,10 +140,31 @@ def test_tune_overrides_are_typed_like_the_config():
 
 def test_tune_pools_calls_of_one_configuration_and_ranks_by_paired_gain():
     tune = load_script("tune")
-    row = lambda name, overrides, accs: {"name": name, "seeds": list(accs), "overrides": overrides, "per_seed": [  # noqa: E731
-        {"seed": s, "val_accuracy": a, "val_macro_f1": a, "val_ece": 0.03, "train_runtime_s": 100.0, "epochs_run": 3.0} for s, a in accs.items()]}
-    rows = [row("default", [], {0: 0.97, 1: 0.95}), row("lr 5e-4", ["learning_rate=5e-4"], {0: 0.98}),
-            row("default (seeds 2-4)", [], {2: 0.90}), row("lr 5e-4 (seeds 1-2)", ["learning_rate=5e-4"], {1: 0.95, 2: 0.93})]
+
+    def row(name, overrides, accs):
+        return {
+            "name": name,
+            "seeds": list(accs),
+            "overrides": overrides,
+            "per_seed": [
+                {
+                    "seed": s,
+                    "val_accuracy": a,
+                    "val_macro_f1": a,
+                    "val_ece": 0.03,
+                    "train_runtime_s": 100.0,
+                    "epochs_run": 3.0,
+                }
+                for s, a in accs.items()
+            ],
+        }
+
+    rows = [
+        row("default", [], {0: 0.97, 1: 0.95}),
+        row("lr 5e-4", ["learning_rate=5e-4"], {0: 0.98}),
+        row("default (seeds 2-4)", [], {2: 0.90}),
+        row("lr 5e-4 (seeds 1-2)", ["learning_rate=5e-4"], {1: 0.95, 2: 0.93}),
+    ]
     got = tune.pooled(rows)
     assert [(g["name"], g["seeds"]) for g in got] == [("lr 5e-4", [0, 1, 2]), ("default", [0, 1, 2])]
     assert got[0]["gain"] == pytest.approx((0.01 + 0.0 + 0.03) / 3)  # paired on each seed, not a difference of means
@@ -97,8 +175,21 @@ def test_tune_records_the_lora_settings_that_ran_not_only_their_path(phrasebank_
     tune = load_script("tune")
     lora = tmp_path / "rank4.json"
     lora.write_text(json.dumps({"r": 4, "lora_alpha": 8, "lora_dropout": 0.0, "target_modules": ["query", "value"]}))
-    args = ["--name", "rank 4", "--data_path", str(phrasebank_zip), "--seeds", "0", "--out", str(tmp_path / "out"),
-            "--set", f"lora_config={lora}", "max_train_samples=96", "max_eval_samples=48", "num_epochs=1"]
+    args = [
+        "--name",
+        "rank 4",
+        "--data_path",
+        str(phrasebank_zip),
+        "--seeds",
+        "0",
+        "--out",
+        str(tmp_path / "out"),
+        "--set",
+        f"lora_config={lora}",
+        "max_train_samples=96",
+        "max_eval_samples=48",
+        "num_epochs=1",
+    ]
     assert tune.main(args) == 0
     lora.unlink()  # the row must still say what ran
     row = json.loads((tmp_path / "out" / "tuning.jsonl").read_text().splitlines()[-1])

@@ -31,7 +31,9 @@ def test_temperature_recovers_overconfidence_and_lowers_nll():
     before, after = calibration.nll(overconfident, labels), calibration.nll(overconfident, labels, t)
     assert after < before - 0.1
     # the fitted T is the minimum: nudging it either way is worse
-    assert after <= calibration.nll(overconfident, labels, t * 1.1) and after <= calibration.nll(overconfident, labels, t / 1.1)
+    assert after <= calibration.nll(overconfident, labels, t * 1.1) and after <= calibration.nll(
+        overconfident, labels, t / 1.1
+    )
 
 
 def test_temperature_below_one_for_underconfident_and_one_when_calibrated():

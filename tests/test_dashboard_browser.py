@@ -15,8 +15,16 @@ from finsent.runs import load_run, read_log
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("FINSENT_CHROMIUM", "/usr/bin/chromium")
 TAB_IDS = ("overview", "errors", "calibration", "data-quality", "comparison")
-PER_RUN_CHARTS = ("overview-confidence", "overview-balance", "overview-confusion", "errors-scatter", "errors-rate",
-                  "calibration-reliability", "calibration-confidence", "data-quality-scores")
+PER_RUN_CHARTS = (
+    "overview-confidence",
+    "overview-balance",
+    "overview-confusion",
+    "errors-scatter",
+    "errors-rate",
+    "calibration-reliability",
+    "calibration-confidence",
+    "data-quality-scores",
+)
 COMPARISON_CHARTS = ("comparison-metrics", "comparison-per-class", "comparison-changes")
 
 
@@ -54,8 +62,13 @@ def test_training_runs_are_tracked_in_mlflow(lora_run, full_run, runs_root):
 
 
 def test_runs_command_lists_both_versions(lora_run, full_run, runs_root):
-    proc = subprocess.run([sys.executable, "-m", "finsent", "runs", "--root", str(runs_root)], capture_output=True,
-                          text=True, cwd=ROOT, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "finsent", "runs", "--root", str(runs_root)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     rows = {line.split()[0]: line.split() for line in proc.stdout.splitlines()[2:]}
     assert "LoRA" in rows["v1"] and "full" in rows["v2"]
@@ -65,8 +78,13 @@ def test_runs_command_lists_both_versions(lora_run, full_run, runs_root):
 @pytest.fixture(scope="module")
 def dashboard(lora_run, full_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("dashboard") / "dashboard.html"
-    proc = subprocess.run([sys.executable, "-m", "finsent", "dashboard", "--runs", str(lora_run), str(full_run),
-                           "--out", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "finsent", "dashboard", "--runs", str(lora_run), str(full_run), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.strip() == ""
     return out
@@ -79,8 +97,10 @@ def browser():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM,
-                              args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        b = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
         yield b
         b.close()
 
@@ -141,7 +161,10 @@ def test_dashboard_in_chromium(dashboard, browser, lora_run, full_run, tmp_path)
             counts = comparison.change_counts(comparison.prediction_changes(read_log(lora_run), read_log(full_run)))
             heading = page.inner_text("#comparison h3:has-text('→')")
             assert f"{counts['fixed']} fixed, {counts['broken']} broken" in heading
-            assert page.locator("#comparison-flips-1 tbody tr").count() == counts["fixed"] + counts["broken"] + counts["changed"]
+            assert (
+                page.locator("#comparison-flips-1 tbody tr").count()
+                == counts["fixed"] + counts["broken"] + counts["changed"]
+            )
 
     assert not problems, problems
     assert not outside, f"requests left the page: {outside}"

@@ -60,11 +60,18 @@ def test_leakage_check_fails_loudly(phrasebank_zip):
 
 def test_csv_and_jsonl_user_data(tmp_path):
     csv_file = tmp_path / "d.csv"
-    csv_file.write_text("headline,sentiment\nShares rose,positive\nShares fell,Negative\nShares rose,positive\nFlat day,neutral\n")
+    csv_file.write_text(
+        "headline,sentiment\nShares rose,positive\nShares fell,Negative\nShares rose,positive\nFlat day,neutral\n"
+    )
     data = load_data(csv_file, text_column="headline", label_column="sentiment")
     assert data.texts == ["Shares rose", "Shares fell", "Flat day"] and data.source["duplicates_removed"] == 1
     jl = tmp_path / "d.jsonl"
-    jl.write_text("\n".join(json.dumps({"text": t, "label": l}) for t, l in [("a", "positive"), ("b", "negative"), ("a", "negative")]))
+    jl.write_text(
+        "\n".join(
+            json.dumps({"text": t, "label": lab})
+            for t, lab in [("a", "positive"), ("b", "negative"), ("a", "negative")]
+        )
+    )
     data = load_data(jl)
     assert data.texts == ["b"] and data.source["conflicts_removed"] == 1
 
@@ -75,15 +82,18 @@ def _bad(tmp_path, name, content):
     return p
 
 
-@pytest.mark.parametrize("name,content,expected", [
-    ("s.txt", "Good sentence@positive\r\nno label here\r\n", "s.txt:2: no '@label'"),
-    ("s.txt", "Good sentence@positive\r\nBad one@bullish\r\n", "s.txt:2: unknown label 'bullish'"),
-    ("s.txt", "", "the file is empty"),
-    ("d.csv", "sentence,label\nx,positive\n", "no column 'text'"),
-    ("d.csv", "text,label\nx,great\n", "d.csv:2: unknown label 'great'"),
-    ("d.jsonl", '{"text": "x", "label": "positive"}\n{broken\n', "d.jsonl:2: invalid JSON"),
-    ("d.jsonl", '{"text": "x"}\n', "d.jsonl:1: missing field 'label'"),
-])
+@pytest.mark.parametrize(
+    "name,content,expected",
+    [
+        ("s.txt", "Good sentence@positive\r\nno label here\r\n", "s.txt:2: no '@label'"),
+        ("s.txt", "Good sentence@positive\r\nBad one@bullish\r\n", "s.txt:2: unknown label 'bullish'"),
+        ("s.txt", "", "the file is empty"),
+        ("d.csv", "sentence,label\nx,positive\n", "no column 'text'"),
+        ("d.csv", "text,label\nx,great\n", "d.csv:2: unknown label 'great'"),
+        ("d.jsonl", '{"text": "x", "label": "positive"}\n{broken\n', "d.jsonl:2: invalid JSON"),
+        ("d.jsonl", '{"text": "x"}\n', "d.jsonl:1: missing field 'label'"),
+    ],
+)
 def test_bad_input_names_file_and_line(tmp_path, name, content, expected):
     with pytest.raises(FinsentError, match=expected.replace("(", r"\(")):
         load_data(_bad(tmp_path, name, content))
@@ -95,18 +105,36 @@ def test_missing_path(tmp_path):
 
 
 def _cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "finsent", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "finsent", *args], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
 
 
-@pytest.mark.parametrize("case", ["no_label", "missing", "bad_lora_key", "bad_lora_json", "bad_lora_value", "not_a_zip"])
+@pytest.mark.parametrize(
+    "case", ["no_label", "missing", "bad_lora_key", "bad_lora_json", "bad_lora_value", "not_a_zip"]
+)
 def test_cli_bad_input_is_one_line_exit_2(tmp_path, case):
     data = _bad(tmp_path, "s.txt", "".join(f"Sentence {i}@{LABELS[i % 3]}\r\n" for i in range(30)))
     lora = tmp_path / "lora.json"
-    args = ["train", "--data_path", str(data), "--output_dir", str(tmp_path / "run"), "--use_lora", "--lora_config", str(lora)]
+    args = [
+        "train",
+        "--data_path",
+        str(data),
+        "--output_dir",
+        str(tmp_path / "run"),
+        "--use_lora",
+        "--lora_config",
+        str(lora),
+    ]
     lora.write_text('{"r": 8, "lora_alpha": 16, "target_modules": ["query", "value"]}')
-    expected = {"no_label": "s.txt:31", "missing": "missing.txt: no such file", "bad_lora_key": "unknown key 'rank'",
-                "bad_lora_json": "lora.json:1: invalid JSON", "bad_lora_value": "invalid value for 'r'",
-                "not_a_zip": "not a valid zip"}[case]
+    expected = {
+        "no_label": "s.txt:31",
+        "missing": "missing.txt: no such file",
+        "bad_lora_key": "unknown key 'rank'",
+        "bad_lora_json": "lora.json:1: invalid JSON",
+        "bad_lora_value": "invalid value for 'r'",
+        "not_a_zip": "not a valid zip",
+    }[case]
     if case == "no_label":
         data.write_bytes(data.read_bytes() + b"trailing line without a label\r\n")
     elif case == "missing":

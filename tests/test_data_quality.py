@@ -23,10 +23,15 @@ def synthetic_log(n=300, seed=0):
     y = rng.choice(3, n, p=[0.2, 0.55, 0.25])
     probs = rng.dirichlet([1, 1, 1], n) * 0.4  # a model that is always right, with varied confidence
     probs[np.arange(n), y] += 0.6
-    return pd.DataFrame({
-        "sample_id": range(n), "text": [f"s{i}" for i in range(n)], "true_label": [LABELS[i] for i in y],
-        "pred_label": [LABELS[i] for i in probs.argmax(1)], **{f"prob_{k}": probs[:, j] for j, k in enumerate(LABELS)},
-    })
+    return pd.DataFrame(
+        {
+            "sample_id": range(n),
+            "text": [f"s{i}" for i in range(n)],
+            "true_label": [LABELS[i] for i in y],
+            "pred_label": [LABELS[i] for i in probs.argmax(1)],
+            **{f"prob_{k}": probs[:, j] for j, k in enumerate(LABELS)},
+        }
+    )
 
 
 def test_planted_flips_rank_first_on_synthetic_log():

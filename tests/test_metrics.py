@@ -29,7 +29,12 @@ def test_error_types_thresholds():
     correct = [True, True, False, False, False]
     conf = [0.95, 0.59, 0.5, 0.9, 0.899]
     assert metrics.error_types(correct, conf, low=0.6, high=0.9) == [
-        "Correct", "Low Confidence", "Misclassification", "High-Confidence Error", "Misclassification"]
+        "Correct",
+        "Low Confidence",
+        "Misclassification",
+        "High-Confidence Error",
+        "Misclassification",
+    ]
 
 
 def test_softmax_and_margin():

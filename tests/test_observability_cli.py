@@ -19,8 +19,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def finsent(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "finsent", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd or ROOT, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "finsent", *map(str, args)], capture_output=True, text=True, cwd=cwd or ROOT, timeout=300
+    )
 
 
 @pytest.fixture(scope="module")
@@ -79,8 +80,17 @@ def test_runs_without_runs_is_one_line_exit_2(tmp_path):
 
 def test_dashboard_skips_bad_runs_with_one_line_each(fake_runs, tmp_path):
     out = tmp_path / "dash.html"
-    proc = finsent("dashboard", "--runs", fake_runs / "a", fake_runs / "badjson", fake_runs / "badcsv",
-                   fake_runs / "missing", fake_runs / "b", "--out", out)
+    proc = finsent(
+        "dashboard",
+        "--runs",
+        fake_runs / "a",
+        fake_runs / "badjson",
+        fake_runs / "badcsv",
+        fake_runs / "missing",
+        fake_runs / "b",
+        "--out",
+        out,
+    )
     assert proc.returncode == 0, proc.stderr
     warnings = proc.stderr.strip().splitlines()
     assert len(warnings) == 3 and all(w.startswith("finsent: warning: ") for w in warnings)

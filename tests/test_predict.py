@@ -80,14 +80,14 @@ def test_csv_to_csv_keeps_order_and_columns(run_cli, tmp_path, expected):
         w = csv.writer(f)
         w.writerow(["id", "headline", "source"])
         for i, text in enumerate(SENTENCES):
-            w.writerow([f"n{i}", text, "wire, \"quoted\"\nsecond line"])
+            w.writerow([f"n{i}", text, 'wire, "quoted"\nsecond line'])
         w.writerow(["n-empty", "", "blank"])
     out = tmp_path / "out" / "scored.csv"
     assert run_cli("--input", str(src), "--text_column", "headline", "--output", str(out), "--chunk_size", "2") == 0
     rows = read_csv(out)
     assert list(rows[0]) == ["id", "headline", "source", *PRED_COLUMNS]
     assert [r["id"] for r in rows] == [f"n{i}" for i in range(len(SENTENCES))] + ["n-empty"]
-    assert all(r["source"] == "wire, \"quoted\"\nsecond line" for r in rows[:-1])
+    assert all(r["source"] == 'wire, "quoted"\nsecond line' for r in rows[:-1])
     for row in rows[:-1]:
         check_row(row, expected[row["headline"]])
     assert rows[-1]["label"] == "" and rows[-1]["source"] == "blank"
@@ -108,7 +108,13 @@ def test_csv_to_jsonl_and_label_column_collision(run_cli, tmp_path, expected):
 
 def test_jsonl_to_csv_and_jsonl(run_cli, tmp_path, expected):
     src = tmp_path / "news.jsonl"
-    src.write_text("".join(json.dumps({"id": i, "body": t, "meta": {"k": i}}) + "\n" + ("\n" if i == 1 else "") for i, t in enumerate(SENTENCES)), encoding="utf-8")
+    src.write_text(
+        "".join(
+            json.dumps({"id": i, "body": t, "meta": {"k": i}}) + "\n" + ("\n" if i == 1 else "")
+            for i, t in enumerate(SENTENCES)
+        ),
+        encoding="utf-8",
+    )
     out_csv, out_jsonl = tmp_path / "a.csv", tmp_path / "a.jsonl"
     assert run_cli("--input", str(src), "--text_column", "body", "--output", str(out_csv)) == 0
     assert run_cli("--input", str(src), "--text_column", "body", "--output", str(out_jsonl)) == 0
@@ -134,8 +140,14 @@ def test_txt_input_skips_blank_lines(run_cli, tmp_path, expected):
 
 
 def test_stdin_through_the_real_command(lora_run):
-    proc = subprocess.run([sys.executable, "-m", "finsent", "predict", "--model_dir", str(lora_run), "--quiet"],
-                          input="\n".join(SENTENCES[:3]) + "\n\n", capture_output=True, text=True, cwd=ROOT, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "finsent", "predict", "--model_dir", str(lora_run), "--quiet"],
+        input="\n".join(SENTENCES[:3]) + "\n\n",
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     rows = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [r["text"] for r in rows] == SENTENCES[:3]
@@ -163,7 +175,9 @@ def test_file_is_streamed_in_chunks(tmp_path):
         w = csv.writer(f)
         w.writerow(["id", "text"])
         for i in range(n):
-            w.writerow([i, f"Company {i} reported that quarterly net sales rose by {i % 97} percent on strong demand ."])
+            w.writerow(
+                [i, f"Company {i} reported that quarterly net sales rose by {i % 97} percent on strong demand ."]
+            )
     size = src.stat().st_size
     source = predict.open_file(src)
     assert inspect.isgenerator(source.rows)
@@ -203,7 +217,7 @@ BAD_INPUTS = [
     ("number.jsonl", '{"text": 42}\n', [], "number.jsonl:1: field 'text' must be a string"),
     ("nofield.jsonl", '{"body": "x"}\n', [], "nofield.jsonl:1: no field 'text'"),
     ("surrogate.jsonl", '{"text": "bad \\ud800 escape"}\n', [], "surrogate.jsonl:1: field 'text' is not valid Unicode"),
-    ("ragged.csv", "text\n\"a\",b\n", [], "ragged.csv:2: 1 more cells"),
+    ("ragged.csv", 'text\n"a",b\n', [], "ragged.csv:2: 1 more cells"),
     ("latin1.txt", "Profit rose 5 \xa3\n".encode("latin-1"), [], "not UTF-8"),
     ("array.json", '["a"]', [], "JSON Lines"),
     ("empty.txt", "\n\n", [], "no sentences to score"),
@@ -231,8 +245,15 @@ def test_bad_model_and_arguments_exit_2(tmp_path, lora_run):
         (["--model_dir", str(lora_run), "--input", "x.csv", "Profit rose"], "not both"),
     ]
     for argv, message in cases:
-        proc = subprocess.run([sys.executable, "-m", "finsent", "predict", *argv], capture_output=True, text=True,
-                              cwd=ROOT, timeout=300, stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+        proc = subprocess.run(
+            [sys.executable, "-m", "finsent", "predict", *argv],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=300,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        )
         assert proc.returncode == 2, (argv, proc.stderr)
         last = proc.stderr.strip().splitlines()[-1]
         assert last.startswith("finsent: error: ") and message in last, proc.stderr

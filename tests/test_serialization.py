@@ -23,7 +23,14 @@ def test_nan_and_inf_become_null_and_output_is_strict_json():
 def test_paths_datetimes_sets_tuples():
     when = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
     out = to_jsonable({"p": Path("/a/b"), "t": when, "d": dt.date(2026, 1, 2), "s": {2, 1}, "tu": (1, 2), 5: "key"})
-    assert out == {"p": "/a/b", "t": "2026-01-02T03:04:05+00:00", "d": "2026-01-02", "s": [1, 2], "tu": [1, 2], "5": "key"}
+    assert out == {
+        "p": "/a/b",
+        "t": "2026-01-02T03:04:05+00:00",
+        "d": "2026-01-02",
+        "s": [1, 2],
+        "tu": [1, 2],
+        "5": "key",
+    }
 
 
 def test_unknown_type_raises():

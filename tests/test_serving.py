@@ -27,10 +27,25 @@ def free_port() -> int:
 
 def start_server(model_dir: Path, log: Path, *extra: str):
     port = free_port()
-    cmd = [sys.executable, "-m", "finsent", "serve", "--model_dir", str(model_dir), "--host", "127.0.0.1",
-           "--port", str(port), "--log_level", "warning", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "finsent",
+        "serve",
+        "--model_dir",
+        str(model_dir),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log_level",
+        "warning",
+        *extra,
+    ]
     with open(log, "w") as f:
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+        )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 240
     while time.time() < deadline:
@@ -133,17 +148,22 @@ def test_bad_json_input_is_422_with_a_message(client, name):
     body = r.json()
     assert body["message"] and body["detail"]
     if name in ("empty list", "too many"):
-        assert "texts" in body["message"] and ("at least 1" in body["message"] or f"at most {MAX_TEXTS}" in body["message"])
+        assert "texts" in body["message"] and (
+            "at least 1" in body["message"] or f"at most {MAX_TEXTS}" in body["message"]
+        )
     if name in ("empty string", "whitespace"):
         assert "is empty" in body["message"]
 
 
-@pytest.mark.parametrize("content,headers", [
-    (b"{not json", {"content-type": "application/json"}),
-    (b"", {"content-type": "application/json"}),
-    (b'{"texts": ["a"]}', {"content-type": "text/plain"}),
-    ("{\"texts\": [\"\xff\"]}".encode("latin-1"), {"content-type": "application/json"}),
-])
+@pytest.mark.parametrize(
+    "content,headers",
+    [
+        (b"{not json", {"content-type": "application/json"}),
+        (b"", {"content-type": "application/json"}),
+        (b'{"texts": ["a"]}', {"content-type": "text/plain"}),
+        ('{"texts": ["\xff"]}'.encode("latin-1"), {"content-type": "application/json"}),
+    ],
+)
 def test_malformed_bodies_are_4xx_not_500(client, content, headers):
     r = client.post("/predict", content=content, headers=headers)
     assert 400 <= r.status_code < 500, (r.status_code, r.text)
@@ -152,9 +172,16 @@ def test_malformed_bodies_are_4xx_not_500(client, content, headers):
 
 
 def test_lone_surrogate_is_422_and_does_not_disturb_other_requests(client, logged):
-    r = client.post("/predict", content=b'{"texts": ["Profit rose", "bad \\ud800 escape"]}', headers={"content-type": "application/json"})
+    r = client.post(
+        "/predict",
+        content=b'{"texts": ["Profit rose", "bad \\ud800 escape"]}',
+        headers={"content-type": "application/json"},
+    )
     assert r.status_code == 422 and "texts[1] is not valid Unicode" in r.json()["message"]
-    assert client.post("/predict", json={"texts": [logged[0]["text"]]}).json()["predictions"][0]["label"] == logged[0]["pred_label"]
+    assert (
+        client.post("/predict", json={"texts": [logged[0]["text"]]}).json()["predictions"][0]["label"]
+        == logged[0]["pred_label"]
+    )
 
 
 def test_oversized_body_and_wrong_methods(client):
@@ -214,10 +241,17 @@ def test_onnx_backend_server(onnx_run, tmp_path, logged):
 
 
 def test_serve_refuses_a_missing_model_or_onnx_export(tmp_path, lora_run):
-    for argv, message in [(["--model_dir", str(tmp_path / "nope")], "no such run folder"),
-                          (["--model_dir", str(lora_run), "--backend", "onnx"], "finsent export-onnx")]:
-        proc = subprocess.run([sys.executable, "-m", "finsent", "serve", *argv, "--port", str(free_port())],
-                              capture_output=True, text=True, cwd=ROOT, timeout=300)
+    for argv, message in [
+        (["--model_dir", str(tmp_path / "nope")], "no such run folder"),
+        (["--model_dir", str(lora_run), "--backend", "onnx"], "finsent export-onnx"),
+    ]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "finsent", "serve", *argv, "--port", str(free_port())],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=300,
+        )
         assert proc.returncode == 2
         assert proc.stderr.strip().splitlines()[-1].startswith("finsent: error: ") and message in proc.stderr
         assert "Traceback" not in proc.stderr

@@ -9,15 +9,24 @@ from runfactory import write_fake_run
 
 
 def test_default_store_is_sqlite_in_the_outputs_folder(tmp_path):
-    assert tracking.default_tracking_uri(tmp_path / "runs" / "v1") == f"sqlite:///{(tmp_path / 'runs').resolve()}/mlruns.db"
+    assert (
+        tracking.default_tracking_uri(tmp_path / "runs" / "v1")
+        == f"sqlite:///{(tmp_path / 'runs').resolve()}/mlruns.db"
+    )
 
 
 def test_params_and_metrics_flatten_results():
-    results = {"accuracy": 0.9, "ece": 0.05, "use_lora": True, "temperature": 1.3, "n_test": 10,
-               "per_class": {"neutral": {"precision": 1.0, "recall": 0.5, "f1": 0.66, "support": 4}},
-               "error_types": {"High-Confidence Error": 2},
-               "config": {"seed": 1, "lora": {"r": 8, "target_modules": ["query", "value"]}},
-               "data": {"agreement": "all", "label_counts": {"neutral": 4}}}
+    results = {
+        "accuracy": 0.9,
+        "ece": 0.05,
+        "use_lora": True,
+        "temperature": 1.3,
+        "n_test": 10,
+        "per_class": {"neutral": {"precision": 1.0, "recall": 0.5, "f1": 0.66, "support": 4}},
+        "error_types": {"High-Confidence Error": 2},
+        "config": {"seed": 1, "lora": {"r": 8, "target_modules": ["query", "value"]}},
+        "data": {"agreement": "all", "label_counts": {"neutral": 4}},
+    }
     params = tracking.run_params(results)
     assert params["seed"] == "1" and params["lora.r"] == "8" and params["data.agreement"] == "all"
     assert params["lora.target_modules"] == "['query', 'value']" and "data.label_counts" not in params

@@ -15,11 +15,42 @@ from conftest import train_short
 from finsent.data import load_data, split_data
 from finsent.metrics import error_types
 
-CONTRACT_KEYS = {"version", "model_name", "use_lora", "accuracy", "macro_f1", "avg_confidence", "ece", "per_class",
-                 "confusion_matrix", "trainable_params", "total_params", "trainable_percent", "train_runtime_s",
-                 "n_train", "n_val", "n_test", "data", "config", "versions", "created_at"}
-LOG_COLUMNS = ["sample_id", "text", "true_label", "pred_label", "confidence", "margin", "prob_negative",
-               "prob_neutral", "prob_positive", "is_correct", "error_type", "run_version"]
+CONTRACT_KEYS = {
+    "version",
+    "model_name",
+    "use_lora",
+    "accuracy",
+    "macro_f1",
+    "avg_confidence",
+    "ece",
+    "per_class",
+    "confusion_matrix",
+    "trainable_params",
+    "total_params",
+    "trainable_percent",
+    "train_runtime_s",
+    "n_train",
+    "n_val",
+    "n_test",
+    "data",
+    "config",
+    "versions",
+    "created_at",
+}
+LOG_COLUMNS = [
+    "sample_id",
+    "text",
+    "true_label",
+    "pred_label",
+    "confidence",
+    "margin",
+    "prob_negative",
+    "prob_neutral",
+    "prob_positive",
+    "is_correct",
+    "error_type",
+    "run_version",
+]
 
 
 def read_log(run):
@@ -84,8 +115,19 @@ def test_same_seed_same_split_and_metrics(lora_run, phrasebank_zip, tmp_path, ca
 
 def test_diverged_training_warns(phrasebank_zip, tmp_path, capsys):
     """Learning rate 1 wrecks the model: it answers one label for everything, and training says so."""
-    results = train_short(tmp_path / "diverged", phrasebank_zip, "--use_lora", "--learning_rate", "1",
-                          "--max_train_samples", "64", "--max_eval_samples", "48", "--num_epochs", "1")
+    results = train_short(
+        tmp_path / "diverged",
+        phrasebank_zip,
+        "--use_lora",
+        "--learning_rate",
+        "1",
+        "--max_train_samples",
+        "64",
+        "--max_eval_samples",
+        "48",
+        "--num_epochs",
+        "1",
+    )
     out = capsys.readouterr().out
     assert "finsent: warning: the model never predicts" in out and "lower --learning_rate (this run: 1)" in out
     assert min(sum(row) for row in zip(*results["confusion_matrix"])) == 0  # on test too, some label is never predicted
@@ -94,8 +136,22 @@ def test_diverged_training_warns(phrasebank_zip, tmp_path, capsys):
 def test_evaluate_command_on_other_data(lora_run, phrasebank_zip, tmp_path):
     from finsent.cli import main
 
-    assert main(["evaluate", "--model_dir", str(lora_run), "--data_path", str(phrasebank_zip), "--agreement", "75",
-                 "--output_dir", str(tmp_path / "eval")]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model_dir",
+                str(lora_run),
+                "--data_path",
+                str(phrasebank_zip),
+                "--agreement",
+                "75",
+                "--output_dir",
+                str(tmp_path / "eval"),
+            ]
+        )
+        == 0
+    )
     results = json.loads((tmp_path / "eval" / "results.json").read_text())
     rows = read_log(tmp_path / "eval")
     assert results["n_test"] == len(rows) == len(load_data(phrasebank_zip, "75"))
@@ -115,8 +171,23 @@ def test_version_defaults_to_next_free(tmp_path, lora_run, full_run):
 
 def test_interrupted_training_resumes(tmp_path, phrasebank_zip):
     out = tmp_path / "resumable"
-    args = [sys.executable, "train.py", "--data_path", str(phrasebank_zip), "--output_dir", str(out), "--use_lora",
-            "--num_epochs", "3", "--max_train_samples", "200", "--max_eval_samples", "60", "--max_length", "64"]
+    args = [
+        sys.executable,
+        "train.py",
+        "--data_path",
+        str(phrasebank_zip),
+        "--output_dir",
+        str(out),
+        "--use_lora",
+        "--num_epochs",
+        "3",
+        "--max_train_samples",
+        "200",
+        "--max_eval_samples",
+        "60",
+        "--max_length",
+        "64",
+    ]
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     proc = subprocess.Popen(args, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
@@ -127,7 +198,9 @@ def test_interrupted_training_resumes(tmp_path, phrasebank_zip):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "--resume_from_checkpoint auto" in err and "Traceback" not in err
     assert not (out / "results.json").exists()
-    done = subprocess.run(args + ["--resume_from_checkpoint", "auto"], cwd=root, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        args + ["--resume_from_checkpoint", "auto"], cwd=root, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr
     assert "resuming from" in done.stdout
     results = json.loads((out / "results.json").read_text())

@@ -24,8 +24,12 @@ def fit_temperature(logits, labels) -> float:
     logits = np.asarray(logits, dtype=np.float64)
     if len(logits) == 0:
         return 1.0
-    res = minimize_scalar(lambda log_t: nll(logits, labels, float(np.exp(log_t))), bounds=LOG_T_BOUNDS,
-                          method="bounded", options={"xatol": 1e-5})
+    res = minimize_scalar(
+        lambda log_t: nll(logits, labels, float(np.exp(log_t))),
+        bounds=LOG_T_BOUNDS,
+        method="bounded",
+        options={"xatol": 1e-5},
+    )
     temperature = float(np.exp(res.x))
     # never return a T that is worse than leaving the model alone
     return temperature if nll(logits, labels, temperature) <= nll(logits, labels, 1.0) else 1.0
@@ -81,10 +85,15 @@ def run_calibration(results: dict, val_logits: dict | None, probs, y_true, n_bin
     if ece_after is None:
         ece_after = metrics.expected_calibration_error(conf_after, correct, n_bins)
     return {
-        "temperature": float(temperature), "fitted_here": fitted,
-        "val_nll_before": nll_before, "val_nll_after": nll_after,
-        "confidence_before": conf_before, "confidence_after": conf_after, "correct": correct,
-        "ece_before": metrics.expected_calibration_error(conf_before, correct, n_bins), "ece_after": float(ece_after),
+        "temperature": float(temperature),
+        "fitted_here": fitted,
+        "val_nll_before": nll_before,
+        "val_nll_after": nll_after,
+        "confidence_before": conf_before,
+        "confidence_after": conf_after,
+        "correct": correct,
+        "ece_before": metrics.expected_calibration_error(conf_before, correct, n_bins),
+        "ece_after": float(ece_after),
         "ece_floor_after": metrics.ece_sampling_floor(conf_after, n_bins),  # ECE from sampling noise alone
         "bins_before": metrics.reliability_bins(conf_before, correct, n_bins),
         "bins_after": metrics.reliability_bins(conf_after, correct, n_bins),

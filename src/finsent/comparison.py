@@ -47,8 +47,16 @@ def per_class_deltas(base: dict, other: dict) -> list[dict]:
         for name in CLASS_METRICS:
             a, b = _num(base["per_class"][label].get(name)), _num(other["per_class"][label].get(name))
             delta = None if a is None or b is None else b - a
-            rows.append({"label": label, "metric": name, "base": a, "other": b, "delta": delta,
-                         "improved": None if not delta else delta > 0})
+            rows.append(
+                {
+                    "label": label,
+                    "metric": name,
+                    "base": a,
+                    "other": b,
+                    "delta": delta,
+                    "improved": None if not delta else delta > 0,
+                }
+            )
     return rows
 
 
@@ -80,4 +88,8 @@ def flipped(changes: pd.DataFrame) -> pd.DataFrame:
     order = {"fixed": 0, "broken": 1, "changed": 2}
     out = changes[changes["kind"] != "same"].copy()
     out["_order"] = out["kind"].map(order)
-    return out.sort_values(["_order", "confidence_other"], ascending=[True, False]).drop(columns="_order").reset_index(drop=True)
+    return (
+        out.sort_values(["_order", "confidence_other"], ascending=[True, False])
+        .drop(columns="_order")
+        .reset_index(drop=True)
+    )

@@ -37,7 +37,7 @@ class LabelledData:
     def __len__(self) -> int:
         return len(self.texts)
 
-    def subset(self, idx) -> "LabelledData":
+    def subset(self, idx) -> LabelledData:
         return LabelledData([self.texts[i] for i in idx], [self.labels[i] for i in idx], self.source)
 
 
@@ -86,7 +86,9 @@ def _read_phrasebank(path: Path, agreement: str) -> tuple[list[tuple[str, int]],
         candidates = [path / fname, path / "FinancialPhraseBank-v1.0" / fname]
         found = next((c for c in candidates if c.is_file()), None)
         if found is None:
-            raise FinsentError(f"{path}: no {fname} in this folder; pass the PhraseBank zip, its extracted folder or a Sentences_*.txt")
+            raise FinsentError(
+                f"{path}: no {fname} in this folder; pass the PhraseBank zip, its extracted folder or a Sentences_*.txt"
+            )
         return parse_phrasebank_lines(found.read_bytes(), str(found)), sha256_of(found)
     if path.suffix.lower() == ".zip":
         try:
@@ -112,7 +114,9 @@ def _read_table(path: Path, text_column: str, label_column: str) -> list[tuple[s
                 try:
                     obj = json.loads(line)
                 except json.JSONDecodeError as e:
-                    raise FinsentError(f"{path}:{lineno}: invalid JSON ({e.msg}); expected one object per line") from None
+                    raise FinsentError(
+                        f"{path}:{lineno}: invalid JSON ({e.msg}); expected one object per line"
+                    ) from None
                 for col in (text_column, label_column):
                     if not isinstance(obj, dict) or col not in obj:
                         raise FinsentError(f"{path}:{lineno}: missing field {col!r}; set --text_column/--label_column")
@@ -123,9 +127,16 @@ def _read_table(path: Path, text_column: str, label_column: str) -> list[tuple[s
             header = reader.fieldnames or []
             for col in (text_column, label_column):
                 if col not in header:
-                    raise FinsentError(f"{path}: no column {col!r} in the header {header}; set --text_column/--label_column")
+                    raise FinsentError(
+                        f"{path}: no column {col!r} in the header {header}; set --text_column/--label_column"
+                    )
             for lineno, rec in enumerate(reader, start=2):
-                rows.append((str(rec[text_column] or "").strip(), _parse_label(str(rec[label_column] or ""), f"{path}:{lineno}")))
+                rows.append(
+                    (
+                        str(rec[text_column] or "").strip(),
+                        _parse_label(str(rec[label_column] or ""), f"{path}:{lineno}"),
+                    )
+                )
     if not rows:
         raise FinsentError(f"{path}: no rows found")
     return rows
@@ -176,7 +187,9 @@ def load_data(
     else:
         path = Path(data_path).expanduser()
     if not path.exists():
-        raise FinsentError(f"{path}: no such file or folder; pass --data_path pointing at FinancialPhraseBank-v1.0.zip, a Sentences_*.txt, or a CSV/JSONL")
+        raise FinsentError(
+            f"{path}: no such file or folder; pass --data_path pointing at FinancialPhraseBank-v1.0.zip, a Sentences_*.txt, or a CSV/JSONL"
+        )
     if path.is_file() and path.stat().st_size == 0:
         raise FinsentError(f"{path}: the file is empty")
     if path.is_file() and path.suffix.lower() in {".csv", ".jsonl", ".json"}:
@@ -210,7 +223,9 @@ def split_data(data: LabelledData, seed: int, val_size: float = 0.1, test_size: 
             rest, test_size=val_size / (1 - test_size), stratify=rest_labels, random_state=seed
         )
     except ValueError as e:
-        raise FinsentError(f"{data.source.get('path')}: cannot make a stratified split ({e}); every label needs at least a few sentences") from None
+        raise FinsentError(
+            f"{data.source.get('path')}: cannot make a stratified split ({e}); every label needs at least a few sentences"
+        ) from None
     splits = Splits(data.subset(sorted(train_idx)), data.subset(sorted(val_idx)), data.subset(sorted(test_idx)))
     check_no_leakage(splits)
     return splits
@@ -220,8 +235,11 @@ def add_to_train(splits: Splits, extra: LabelledData) -> tuple[Splits, int]:
     """Add extra labelled sentences to train, minus every validation/test sentence and those already in train."""
     held = set(splits.val.texts) | set(splits.test.texts) | set(splits.train.texts)
     keep = [i for i, t in enumerate(extra.texts) if t not in held]
-    train = LabelledData(splits.train.texts + [extra.texts[i] for i in keep],
-                         splits.train.labels + [extra.labels[i] for i in keep], splits.train.source)
+    train = LabelledData(
+        splits.train.texts + [extra.texts[i] for i in keep],
+        splits.train.labels + [extra.labels[i] for i in keep],
+        splits.train.source,
+    )
     return Splits(train, splits.val, splits.test), len(keep)
 
 

@@ -11,8 +11,7 @@ import pandas as pd
 
 from finsent.data import LABELS
 
-ISSUE_COLUMNS = ["rank", "sample_id", "text", "given_label", "suggested_label", "label_quality",
-                 "suggested_confidence"]
+ISSUE_COLUMNS = ["rank", "sample_id", "text", "given_label", "suggested_label", "label_quality", "suggested_confidence"]
 
 
 def label_quality_scores(labels, pred_probs) -> np.ndarray:
@@ -32,7 +31,9 @@ def find_issue_indices(labels, pred_probs) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            return np.asarray(find_label_issues(labels, pred_probs, return_indices_ranked_by="self_confidence"), dtype=int)
+            return np.asarray(
+                find_label_issues(labels, pred_probs, return_indices_ranked_by="self_confidence"), dtype=int
+            )
         except (ValueError, IndexError):
             # too few sentences per class for confident learning: flag disagreements, least likely label first
             idx = np.flatnonzero(pred_probs.argmax(axis=1) != labels)
@@ -48,12 +49,15 @@ def label_issues(log: pd.DataFrame) -> pd.DataFrame:
     idx = find_issue_indices(labels, probs)
     quality = label_quality_scores(labels, probs)
     suggested = probs.argmax(axis=1)
-    return pd.DataFrame({
-        "rank": np.arange(1, len(idx) + 1),
-        "sample_id": log["sample_id"].to_numpy()[idx],
-        "text": log["text"].to_numpy()[idx],
-        "given_label": [LABELS[i] for i in labels[idx]],
-        "suggested_label": [LABELS[i] for i in suggested[idx]],
-        "label_quality": quality[idx],
-        "suggested_confidence": probs[idx, suggested[idx]],
-    }, columns=ISSUE_COLUMNS)
+    return pd.DataFrame(
+        {
+            "rank": np.arange(1, len(idx) + 1),
+            "sample_id": log["sample_id"].to_numpy()[idx],
+            "text": log["text"].to_numpy()[idx],
+            "given_label": [LABELS[i] for i in labels[idx]],
+            "suggested_label": [LABELS[i] for i in suggested[idx]],
+            "label_quality": quality[idx],
+            "suggested_confidence": probs[idx, suggested[idx]],
+        },
+        columns=ISSUE_COLUMNS,
+    )

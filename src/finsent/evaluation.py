@@ -13,8 +13,16 @@ from finsent.data import LABELS
 from finsent.serialization import write_csv, write_json
 
 LOG_COLUMNS = [
-    "sample_id", "text", "true_label", "pred_label", "confidence", "margin",
-    *[f"prob_{name}" for name in LABELS], "is_correct", "error_type", "run_version",
+    "sample_id",
+    "text",
+    "true_label",
+    "pred_label",
+    "confidence",
+    "margin",
+    *[f"prob_{name}" for name in LABELS],
+    "is_correct",
+    "error_type",
+    "run_version",
 ]
 
 
@@ -27,14 +35,18 @@ def predict_logits(model, tokenizer, texts: list[str], max_length: int = 128, ba
     device = next(model.parameters()).device
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
-            enc = tokenizer([texts[i] for i in idx], truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+            idx = order[start : start + batch_size]
+            enc = tokenizer(
+                [texts[i] for i in idx], truncation=True, max_length=max_length, padding=True, return_tensors="pt"
+            )
             logits = model(**{k: v.to(device) for k, v in enc.items()}).logits
             out[idx] = logits.float().cpu().numpy()
     return out
 
 
-def evaluate_logits(logits, y_true, texts, version: str, low: float = 0.6, high: float = 0.9, temperature: float = 1.0) -> tuple[dict, list[dict]]:
+def evaluate_logits(
+    logits, y_true, texts, version: str, low: float = 0.6, high: float = 0.9, temperature: float = 1.0
+) -> tuple[dict, list[dict]]:
     """Metrics dict and one evaluation-log row per sample."""
     probs = metrics.softmax(logits, temperature)
     y_true = np.asarray(y_true)
@@ -51,10 +63,16 @@ def evaluate_logits(logits, y_true, texts, version: str, low: float = 0.6, high:
     margin = metrics.top2_margin(probs)
     rows = [
         {
-            "sample_id": i, "text": texts[i], "true_label": LABELS[y_true[i]], "pred_label": LABELS[pred[i]],
-            "confidence": round(float(conf[i]), 6), "margin": round(float(margin[i]), 6),
+            "sample_id": i,
+            "text": texts[i],
+            "true_label": LABELS[y_true[i]],
+            "pred_label": LABELS[pred[i]],
+            "confidence": round(float(conf[i]), 6),
+            "margin": round(float(margin[i]), 6),
             **{f"prob_{name}": round(float(probs[i, j]), 6) for j, name in enumerate(LABELS)},
-            "is_correct": bool(correct[i]), "error_type": etypes[i], "run_version": version,
+            "is_correct": bool(correct[i]),
+            "error_type": etypes[i],
+            "run_version": version,
         }
         for i in range(len(texts))
     ]
@@ -66,7 +84,12 @@ def library_versions() -> dict:
     import torch
     import transformers
 
-    return {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__}
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+    }
 
 
 def write_report(out_dir: Path, results: dict, rows: list[dict]) -> None:

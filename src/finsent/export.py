@@ -9,10 +9,34 @@ from finsent.evaluation import LOG_COLUMNS
 from finsent.runs import Run
 from finsent.serialization import write_csv
 
-RUN_COLUMNS = ["run", "version", "run_dir", "created_at", "model_name", "mode", "accuracy", "macro_f1",
-               "avg_confidence", "ece", "ece_calibrated", "temperature", "val_nll_before", "val_nll_after",
-               "n_train", "n_val", "n_test", "trainable_params", "total_params", "trainable_percent",
-               "train_runtime_s", "epochs_run", "best_val_macro_f1", "agreement", "seed", "data_sha256"]
+RUN_COLUMNS = [
+    "run",
+    "version",
+    "run_dir",
+    "created_at",
+    "model_name",
+    "mode",
+    "accuracy",
+    "macro_f1",
+    "avg_confidence",
+    "ece",
+    "ece_calibrated",
+    "temperature",
+    "val_nll_before",
+    "val_nll_after",
+    "n_train",
+    "n_val",
+    "n_test",
+    "trainable_params",
+    "total_params",
+    "trainable_percent",
+    "train_runtime_s",
+    "epochs_run",
+    "best_val_macro_f1",
+    "agreement",
+    "seed",
+    "data_sha256",
+]
 PREDICTION_COLUMNS = ["run", *LOG_COLUMNS]
 PER_CLASS_COLUMNS = ["run", "version", "label", "precision", "recall", "f1", "support", "error_rate"]
 CONFUSION_COLUMNS = ["run", "version", "true_label", "pred_label", "count"]
@@ -23,8 +47,15 @@ def run_rows(runs: list[Run]) -> list[dict]:
     for r in runs:
         res, data = r.results, r.results.get("data") or {}
         row = {c: res.get(c) for c in RUN_COLUMNS}
-        row.update(run=r.label, version=r.version, run_dir=str(r.path), mode="LoRA" if res.get("use_lora") else "full",
-                   agreement=data.get("agreement"), seed=data.get("seed"), data_sha256=data.get("sha256"))
+        row.update(
+            run=r.label,
+            version=r.version,
+            run_dir=str(r.path),
+            mode="LoRA" if res.get("use_lora") else "full",
+            agreement=data.get("agreement"),
+            seed=data.get("seed"),
+            data_sha256=data.get("sha256"),
+        )
         rows.append(row)
     return rows
 
@@ -39,8 +70,15 @@ def per_class_rows(runs: list[Run]) -> list[dict]:
     for r in runs:
         for label, m in r.results["per_class"].items():
             recall = m.get("recall")
-            rows.append({"run": r.label, "version": r.version, "label": label, **{k: m.get(k) for k in ("precision", "recall", "f1", "support")},
-                         "error_rate": None if recall is None else 1.0 - recall})
+            rows.append(
+                {
+                    "run": r.label,
+                    "version": r.version,
+                    "label": label,
+                    **{k: m.get(k) for k in ("precision", "recall", "f1", "support")},
+                    "error_rate": None if recall is None else 1.0 - recall,
+                }
+            )
     return rows
 
 
@@ -50,8 +88,15 @@ def confusion_rows(runs: list[Run]) -> list[dict]:
     for r in runs:
         for i, true_label in enumerate(LABELS):
             for j, pred_label in enumerate(LABELS):
-                rows.append({"run": r.label, "version": r.version, "true_label": true_label, "pred_label": pred_label,
-                             "count": r.results["confusion_matrix"][i][j]})
+                rows.append(
+                    {
+                        "run": r.label,
+                        "version": r.version,
+                        "true_label": true_label,
+                        "pred_label": pred_label,
+                        "count": r.results["confusion_matrix"][i][j],
+                    }
+                )
     return rows
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -109,7 +109,9 @@ def find_onnx(model_dir: str | Path, filename: str = ONNX_INT8) -> Path:
     for path in (model_dir / ONNX_DIR / filename, model_dir / filename):
         if path.is_file():
             return path
-    raise FinsentError(f"{model_dir}: no ONNX model ({ONNX_DIR}/{filename}); run `finsent export-onnx --model_dir {model_dir}` first, or use --backend torch")
+    raise FinsentError(
+        f"{model_dir}: no ONNX model ({ONNX_DIR}/{filename}); run `finsent export-onnx --model_dir {model_dir}` first, or use --backend torch"
+    )
 
 
 def check_onnx_fresh(model_dir: Path, onnx_path: Path) -> None:
@@ -120,7 +122,9 @@ def check_onnx_fresh(model_dir: Path, onnx_path: Path) -> None:
     expected = _read_json(info_path).get("source_weights_sha256")
     actual = weights_digest(model_dir)
     if expected and actual and expected != actual:
-        raise FinsentError(f"{onnx_path}: exported from other weights than {model_dir} holds now; re-run `finsent export-onnx --model_dir {model_dir}`")
+        raise FinsentError(
+            f"{onnx_path}: exported from other weights than {model_dir} holds now; re-run `finsent export-onnx --model_dir {model_dir}`"
+        )
 
 
 class TorchBackend:
@@ -138,7 +142,9 @@ class TorchBackend:
         if not any((model_dir / n).is_file() for n in WEIGHT_FILES):
             pickles = [n for n in PICKLE_FILES if (model_dir / n).is_file()]
             hint = f" (found {pickles[0]}: pickle weights are not loaded)" if pickles else ""
-            raise FinsentError(f"{model_dir}: no adapter_model.safetensors or model.safetensors{hint}; pass a finsent run folder, or --backend onnx for an exported one")
+            raise FinsentError(
+                f"{model_dir}: no adapter_model.safetensors or model.safetensors{hint}; pass a finsent run folder, or --backend onnx for an exported one"
+            )
         self._torch = torch
         self.model, self.tokenizer = load_trained(model_dir)
         self.num_labels = int(self.model.config.num_labels)
@@ -168,7 +174,9 @@ class OnnxBackend:
         try:
             self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
         except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
-            raise FinsentError(f"{onnx_path}: cannot load the ONNX model ({str(e).splitlines()[0]}); re-run finsent export-onnx") from None
+            raise FinsentError(
+                f"{onnx_path}: cannot load the ONNX model ({str(e).splitlines()[0]}); re-run finsent export-onnx"
+            ) from None
         self.path = onnx_path
         self.tokenizer = load_tokenizer(str(onnx_path.parent))
         self.input_names = [i.name for i in self.session.get_inputs()]
@@ -203,8 +211,15 @@ class Scores:
 class Predictor:
     """Score sentences with a run folder on the torch or onnx backend; batches are sorted by token length."""
 
-    def __init__(self, model_dir: str | Path, backend: str = "torch", batch_size: int = 32,
-                 num_threads: int | None = None, onnx_file: str = ONNX_INT8, spinning: bool = False):
+    def __init__(
+        self,
+        model_dir: str | Path,
+        backend: str = "torch",
+        batch_size: int = 32,
+        num_threads: int | None = None,
+        onnx_file: str = ONNX_INT8,
+        spinning: bool = False,
+    ):
         if backend not in BACKENDS:
             raise FinsentError(f"--backend {backend!r}: expected one of {', '.join(BACKENDS)}")
         if batch_size < 1:
@@ -220,7 +235,9 @@ class Predictor:
             self.backend = TorchBackend(self.model_dir, num_threads)
             input_names = list(self.backend.tokenizer.model_input_names)
         if self.backend.num_labels != len(self.info.labels):
-            raise FinsentError(f"{self.model_dir}: the model has {self.backend.num_labels} outputs but the run lists {len(self.info.labels)} labels")
+            raise FinsentError(
+                f"{self.model_dir}: the model has {self.backend.num_labels} outputs but the run lists {len(self.info.labels)} labels"
+            )
         self.tokenizer = self.backend.tokenizer
         self.input_names = [n for n in input_names if n in ("input_ids", "attention_mask", "token_type_ids")]
         self.batch_size = batch_size
@@ -238,7 +255,9 @@ class Predictor:
         """Token ids per text (truncated to max_length) and a flag for each text that was cut."""
         for i, text in enumerate(texts):
             if not is_valid_unicode(text):
-                raise FinsentError(f"text {i + 1} of {len(texts)} ({text[:40]!r}) is not valid Unicode (a lone surrogate); fix its encoding")
+                raise FinsentError(
+                    f"text {i + 1} of {len(texts)} ({text[:40]!r}) is not valid Unicode (a lone surrogate); fix its encoding"
+                )
         max_length = self.info.max_length
         ids = self.tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
         truncated = np.zeros(len(texts), dtype=bool)
@@ -253,8 +272,8 @@ class Predictor:
         input_ids = np.full((len(batch), width), self.pad_id, dtype=np.int64)
         mask = np.zeros((len(batch), width), dtype=np.int64)
         for row, x in enumerate(batch):
-            input_ids[row, :len(x)] = x
-            mask[row, :len(x)] = 1
+            input_ids[row, : len(x)] = x
+            mask[row, : len(x)] = 1
         feeds = {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": np.zeros_like(input_ids)}
         return {k: feeds[k] for k in self.input_names}
 
@@ -264,7 +283,7 @@ class Predictor:
         out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         for start in range(0, len(order), self.batch_size):
-            idx = order[start:start + self.batch_size]
+            idx = order[start : start + self.batch_size]
             out[idx] = self.backend(self._feeds([ids[i] for i in idx]))
         return out, truncated
 
@@ -280,11 +299,19 @@ class Predictor:
     def metadata(self) -> dict:
         """What /metadata reports: version, labels, backend, max length, temperature and the run's metrics."""
         meta = {
-            "version": self.info.version, "labels": list(self.labels), "backend": self.backend_name,
-            "model_name": self.info.model_name, "use_lora": self.info.use_lora, "max_length": self.info.max_length,
-            "temperature": self.info.temperature, "metrics": self.info.metrics,
+            "version": self.info.version,
+            "labels": list(self.labels),
+            "backend": self.backend_name,
+            "model_name": self.info.model_name,
+            "use_lora": self.info.use_lora,
+            "max_length": self.info.max_length,
+            "temperature": self.info.temperature,
+            "metrics": self.info.metrics,
         }
         if self.backend_name == "onnx":
             info_path = self.backend.path.parent / EXPORT_INFO
-            meta["onnx"] = {"file": self.backend.path.name, **(_read_json(info_path).get("quantization", {}) if info_path.is_file() else {})}
+            meta["onnx"] = {
+                "file": self.backend.path.name,
+                **(_read_json(info_path).get("quantization", {}) if info_path.is_file() else {}),
+            }
         return meta

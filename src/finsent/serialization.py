@@ -9,8 +9,9 @@ import json
 import math
 import os
 import secrets
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable, TextIO
+from typing import Any, TextIO
 
 import numpy as np
 

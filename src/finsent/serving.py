@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Annotated, Callable
+from typing import Annotated
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
@@ -25,9 +26,28 @@ MAX_WAIT_MS = 2.0
 class PredictRequest(BaseModel):
     """A batch of sentences to score."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"texts": ["Operating profit rose to EUR 13.1 mn from EUR 8.7 mn .", "The company expects sales to fall ."]}]})
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "texts": [
+                        "Operating profit rose to EUR 13.1 mn from EUR 8.7 mn .",
+                        "The company expects sales to fall .",
+                    ]
+                }
+            ]
+        },
+    )
 
-    texts: Annotated[list[StrictStr], Field(min_length=1, max_length=MAX_TEXTS, description=f"1 to {MAX_TEXTS} non-empty strings of at most {MAX_TEXT_CHARS} characters; texts longer than the model's max length in tokens are truncated and flagged")]
+    texts: Annotated[
+        list[StrictStr],
+        Field(
+            min_length=1,
+            max_length=MAX_TEXTS,
+            description=f"1 to {MAX_TEXTS} non-empty strings of at most {MAX_TEXT_CHARS} characters; texts longer than the model's max length in tokens are truncated and flagged",
+        ),
+    ]
 
     @field_validator("texts")
     @classmethod
@@ -58,7 +78,12 @@ class PredictResponse(BaseModel):
 class MicroBatcher:
     """Queue concurrent requests, wait a few ms for company, score them in one call on a worker thread."""
 
-    def __init__(self, score: Callable[[list[str]], list[dict]], max_batch_texts: int = MAX_BATCH_TEXTS, max_wait_ms: float = MAX_WAIT_MS):
+    def __init__(
+        self,
+        score: Callable[[list[str]], list[dict]],
+        max_batch_texts: int = MAX_BATCH_TEXTS,
+        max_wait_ms: float = MAX_WAIT_MS,
+    ):
         self.score = score
         self.max_batch_texts = max_batch_texts
         self.max_wait = max_wait_ms / 1000
@@ -119,7 +144,7 @@ class MicroBatcher:
             start = 0
             for ts, fut in batch:
                 if not fut.done():
-                    fut.set_result(results[start:start + len(ts)])
+                    fut.set_result(results[start : start + len(ts)])
                 start += len(ts)
 
 
@@ -127,7 +152,9 @@ def _validation_message(errors: list[dict]) -> str:
     parts = []
     for err in errors[:5]:
         if err.get("type") == "json_invalid":
-            parts.append(f"the body is not valid JSON (error near character {err.get('loc', ('', '?'))[-1]}); send {{\"texts\": [\"...\"]}} with Content-Type: application/json")
+            parts.append(
+                f'the body is not valid JSON (error near character {err.get("loc", ("", "?"))[-1]}); send {{"texts": ["..."]}} with Content-Type: application/json'
+            )
             continue
         loc = ".".join(str(x) for x in err.get("loc", ()) if x != "body") or "body"
         msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
@@ -137,7 +164,9 @@ def _validation_message(errors: list[dict]) -> str:
 
 def create_app(predictor, max_batch_texts: int | None = None, max_wait_ms: float | None = None) -> FastAPI:
     """The finsent API over a loaded Predictor; the model is fixed here, never chosen by a request."""
-    batcher = MicroBatcher(predictor.predict, max_batch_texts or MAX_BATCH_TEXTS, MAX_WAIT_MS if max_wait_ms is None else max_wait_ms)
+    batcher = MicroBatcher(
+        predictor.predict, max_batch_texts or MAX_BATCH_TEXTS, MAX_WAIT_MS if max_wait_ms is None else max_wait_ms
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -148,7 +177,10 @@ def create_app(predictor, max_batch_texts: int | None = None, max_wait_ms: float
     from finsent import __version__
 
     app = FastAPI(
-        title="finsent", version=__version__, lifespan=lifespan, max_body_size=MAX_BODY_BYTES,
+        title="finsent",
+        version=__version__,
+        lifespan=lifespan,
+        max_body_size=MAX_BODY_BYTES,
         description=f"Sentiment (negative / neutral / positive) of financial news sentences. Model {predictor.info.version}, {predictor.backend_name} backend.",
     )
     app.state.batcher = batcher
@@ -156,7 +188,9 @@ def create_app(predictor, max_batch_texts: int | None = None, max_wait_ms: float
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [{k: v for k, v in e.items() if k not in ("input", "url", "ctx")} for e in exc.errors()]
-        return JSONResponse(status_code=422, content={"message": _validation_message(errors), "detail": jsonable_encoder(errors)})
+        return JSONResponse(
+            status_code=422, content={"message": _validation_message(errors), "detail": jsonable_encoder(errors)}
+        )
 
     @app.post("/predict", response_model=PredictResponse, summary="Score 1 to 1,000 sentences")
     async def predict(request: PredictRequest) -> dict:
@@ -169,9 +203,14 @@ def create_app(predictor, max_batch_texts: int | None = None, max_wait_ms: float
 
     @app.get("/metadata", summary="Model version, labels, backend and the run's test metrics")
     async def metadata() -> dict:
-        serving = {"max_batch_texts": batcher.max_batch_texts, "max_wait_ms": batcher.max_wait * 1000,
-                   "max_texts_per_request": MAX_TEXTS, "max_text_chars": MAX_TEXT_CHARS,
-                   "requests_served": batcher.requests, "forward_batches": batcher.batches}
+        serving = {
+            "max_batch_texts": batcher.max_batch_texts,
+            "max_wait_ms": batcher.max_wait * 1000,
+            "max_texts_per_request": MAX_TEXTS,
+            "max_text_chars": MAX_TEXT_CHARS,
+            "requests_served": batcher.requests,
+            "forward_batches": batcher.batches,
+        }
         return jsonable_encoder({**predictor.metadata(), "serving": serving})
 
     return app

@@ -6,8 +6,8 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from finsent.serialization import read_json
 
@@ -15,11 +15,33 @@ EXPERIMENT = "finsent"
 DB_NAME = "mlruns.db"
 ARTIFACTS_DIR = "mlartifacts"
 # the small files that describe a run; the weights stay in the run folder (tagged as run_dir)
-LOGGED_FILES = ("results.json", "evaluation_log.csv", "val_logits.npz", "finsent_model.json", "label_map.json",
-                "adapter_config.json")
-METRIC_KEYS = ("accuracy", "macro_f1", "avg_confidence", "ece", "ece_calibrated", "temperature", "val_nll_before",
-               "val_nll_after", "best_val_macro_f1", "train_runtime_s", "epochs_run", "trainable_params",
-               "total_params", "trainable_percent", "n_train", "n_val", "n_test")
+LOGGED_FILES = (
+    "results.json",
+    "evaluation_log.csv",
+    "val_logits.npz",
+    "finsent_model.json",
+    "label_map.json",
+    "adapter_config.json",
+)
+METRIC_KEYS = (
+    "accuracy",
+    "macro_f1",
+    "avg_confidence",
+    "ece",
+    "ece_calibrated",
+    "temperature",
+    "val_nll_before",
+    "val_nll_after",
+    "best_val_macro_f1",
+    "train_runtime_s",
+    "epochs_run",
+    "trainable_params",
+    "total_params",
+    "trainable_percent",
+    "n_train",
+    "n_val",
+    "n_test",
+)
 
 
 def default_tracking_uri(run_dir: Path) -> str:
@@ -47,7 +69,11 @@ def run_params(results: dict) -> dict:
 
 def run_metrics(results: dict) -> dict:
     """MLflow metrics: headline figures, per-class F1 and error-type counts (numbers only)."""
-    out = {k: float(results[k]) for k in METRIC_KEYS if isinstance(results.get(k), (int, float)) and not isinstance(results.get(k), bool)}
+    out = {
+        k: float(results[k])
+        for k in METRIC_KEYS
+        if isinstance(results.get(k), (int, float)) and not isinstance(results.get(k), bool)
+    }
     for label, m in results.get("per_class", {}).items():
         for name in ("precision", "recall", "f1"):
             if isinstance(m.get(name), (int, float)):
@@ -72,8 +98,11 @@ def _quiet_mlflow() -> None:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # no usage reporting over the network
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
     # an unreachable team server fails in seconds rather than minutes of retries (override in the environment)
-    for name, value in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2"), ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1"),
-                        ("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")):
+    for name, value in (
+        ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2"),
+        ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1"),
+        ("MLFLOW_HTTP_REQUEST_TIMEOUT", "20"),
+    ):
         os.environ.setdefault(name, value)
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -94,7 +123,7 @@ def log_run(run_dir: Path, tracking_uri: str | None = None) -> tuple[str, str]:
     if experiment is not None:
         experiment_id = experiment.experiment_id
     elif uri.startswith("sqlite:///"):  # local store: artifacts beside the database, not in the working directory
-        artifacts = (Path(uri[len("sqlite:///"):]).resolve().parent / ARTIFACTS_DIR).as_uri()
+        artifacts = (Path(uri[len("sqlite:///") :]).resolve().parent / ARTIFACTS_DIR).as_uri()
         experiment_id = client.create_experiment(EXPERIMENT, artifact_location=artifacts)
     else:
         experiment_id = client.create_experiment(EXPERIMENT)
@@ -119,14 +148,22 @@ def _warn(message: str) -> None:
     print(message, file=sys.stderr)
 
 
-def log_run_safely(run_dir: Path, tracking_uri: str | None = None, log: Callable[[str], None] = print,
-                   warn: Callable[[str], None] = _warn) -> str | None:
+def log_run_safely(
+    run_dir: Path,
+    tracking_uri: str | None = None,
+    log: Callable[[str], None] = print,
+    warn: Callable[[str], None] = _warn,
+) -> str | None:
     """log_run, but a tracking failure only warns in one line: the run folder is the source of truth."""
     try:
         uri, run_id = log_run(run_dir, tracking_uri)
     except Exception as e:  # noqa: BLE001 - any tracking failure must not cost the finished run
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        warn(f"finsent: warning: MLflow tracking failed ({type(e).__name__}: {first[:200]}); the run folder {run_dir} is complete")
+        warn(
+            f"finsent: warning: MLflow tracking failed ({type(e).__name__}: {first[:200]}); the run folder {run_dir} is complete"
+        )
         return None
-    log(f"tracked in MLflow: {uri} (experiment {EXPERIMENT}, run {run_id}); view with `mlflow ui --backend-store-uri {uri}`")
+    log(
+        f"tracked in MLflow: {uri} (experiment {EXPERIMENT}, run {run_id}); view with `mlflow ui --backend-store-uri {uri}`"
+    )
     return run_id

@@ -16,8 +16,8 @@ from finsent.data import LABELS, LabelledData, Splits, add_to_train, check_no_le
 from finsent.errors import FinsentError
 from finsent.evaluation import evaluate_logits, predict_logits, write_report
 from finsent.serialization import read_json, write_json
-from finsent.training_args import TrainConfig
 from finsent.tracking import log_run_safely
+from finsent.training_args import TrainConfig
 
 
 class EncodedDataset:
@@ -31,7 +31,11 @@ class EncodedDataset:
         return len(self.labels)
 
     def __getitem__(self, i: int) -> dict:
-        return {"input_ids": self.enc["input_ids"][i], "attention_mask": self.enc["attention_mask"][i], "labels": self.labels[i]}
+        return {
+            "input_ids": self.enc["input_ids"][i],
+            "attention_mask": self.enc["attention_mask"][i],
+            "labels": self.labels[i],
+        }
 
 
 def next_version(runs_root: Path) -> str:
@@ -86,7 +90,10 @@ def _compute_metrics(pred) -> dict:
     from sklearn.metrics import f1_score
 
     y_pred = np.asarray(pred.predictions).argmax(-1)
-    return {"accuracy": float((y_pred == pred.label_ids).mean()), "macro_f1": float(f1_score(pred.label_ids, y_pred, average="macro"))}
+    return {
+        "accuracy": float((y_pred == pred.label_ids).mean()),
+        "macro_f1": float(f1_score(pred.label_ids, y_pred, average="macro")),
+    }
 
 
 def _resume_path(cfg: TrainConfig, ckpt_dir: Path) -> str | None:
@@ -95,7 +102,9 @@ def _resume_path(cfg: TrainConfig, ckpt_dir: Path) -> str | None:
     if cfg.resume_from_checkpoint != "auto":
         path = Path(cfg.resume_from_checkpoint)
         if not path.is_dir():
-            raise FinsentError(f"{path}: no such checkpoint folder; pass --resume_from_checkpoint auto or a {ckpt_dir}/checkpoint-N folder")
+            raise FinsentError(
+                f"{path}: no such checkpoint folder; pass --resume_from_checkpoint auto or a {ckpt_dir}/checkpoint-N folder"
+            )
         return str(path)
     from transformers.trainer_utils import get_last_checkpoint
 
@@ -125,9 +134,11 @@ def train(cfg: TrainConfig, log=print) -> dict:
     lora_settings = modeling.read_lora_config(cfg.lora_config) if cfg.use_lora else None
     out, version = resolve_output(cfg)
     out.mkdir(parents=True, exist_ok=True)
-    log(f"finsent {version}: {len(splits.train)} train / {len(splits.val)} val / {len(splits.test)} test sentences "
+    log(
+        f"finsent {version}: {len(splits.train)} train / {len(splits.val)} val / {len(splits.test)} test sentences "
         f"from {data.source['path']} (agreement {cfg.agreement}; {data.source['duplicates_removed']} duplicates, "
-        f"{data.source['conflicts_removed']} conflicting sentences removed)")
+        f"{data.source['conflicts_removed']} conflicting sentences removed)"
+    )
 
     set_seed(cfg.seed)
     model_path = modeling.resolve_model_name(cfg.model_name)
@@ -136,12 +147,20 @@ def train(cfg: TrainConfig, log=print) -> dict:
     if lora_settings is not None:
         model = modeling.apply_lora(model, lora_settings, cfg.lora_config)
     params = modeling.count_parameters(model)
-    log(f"model {cfg.model_name or modeling.DEFAULT_MODEL} ({'LoRA' if cfg.use_lora else 'full fine-tuning'}): "
-        f"{params['trainable_params']:,} trainable of {params['total_params']:,} parameters ({params['trainable_percent']:.2f}%)")
-    write_json(out / "finsent_model.json", {
-        "version": version, "model_name": cfg.model_name or modeling.DEFAULT_MODEL, "use_lora": cfg.use_lora,
-        "max_length": cfg.max_length, "labels": list(LABELS),
-    })
+    log(
+        f"model {cfg.model_name or modeling.DEFAULT_MODEL} ({'LoRA' if cfg.use_lora else 'full fine-tuning'}): "
+        f"{params['trainable_params']:,} trainable of {params['total_params']:,} parameters ({params['trainable_percent']:.2f}%)"
+    )
+    write_json(
+        out / "finsent_model.json",
+        {
+            "version": version,
+            "model_name": cfg.model_name or modeling.DEFAULT_MODEL,
+            "use_lora": cfg.use_lora,
+            "max_length": cfg.max_length,
+            "labels": list(LABELS),
+        },
+    )
 
     ckpt_dir = out / "checkpoints"
     args = TrainingArguments(
@@ -188,7 +207,9 @@ def train(cfg: TrainConfig, log=print) -> dict:
         return {}
     trainer.model.save_pretrained(out)  # the best checkpoint's adapter (LoRA) or full model, safetensors
     tokenizer.save_pretrained(out)
-    write_json(out / "label_map.json", {"id2label": dict(enumerate(LABELS)), "label2id": {n: i for i, n in enumerate(LABELS)}})
+    write_json(
+        out / "label_map.json", {"id2label": dict(enumerate(LABELS)), "label2id": {n: i for i, n in enumerate(LABELS)}}
+    )
 
     # Score the run folder as users will load it (PEFT's in-memory model after the best-checkpoint reload
     # can route modules_to_save through the untrained originals).
@@ -198,10 +219,16 @@ def train(cfg: TrainConfig, log=print) -> dict:
     test_logits = predict_logits(saved, tokenizer, splits.test.texts, cfg.max_length, cfg.eval_batch_size)
     np.savez(out / "val_logits.npz", logits=val_logits, labels=np.asarray(splits.val.labels))
 
-    summary, rows = evaluate_logits(test_logits, splits.test.labels, splits.test.texts, version, cfg.low_confidence, cfg.high_confidence)
+    summary, rows = evaluate_logits(
+        test_logits, splits.test.labels, splits.test.texts, version, cfg.low_confidence, cfg.high_confidence
+    )
     config = dataclasses.asdict(cfg)
-    config.update(learning_rate=cfg.lr, lora=lora_settings, device="cuda" if torch.cuda.is_available() else "cpu",
-                  precision=next(iter(_precision_flags())).replace("use_cpu", "fp32"))
+    config.update(
+        learning_rate=cfg.lr,
+        lora=lora_settings,
+        device="cuda" if torch.cuda.is_available() else "cpu",
+        precision=next(iter(_precision_flags())).replace("use_cpu", "fp32"),
+    )
     results = {
         "version": version,
         "model_name": cfg.model_name or modeling.DEFAULT_MODEL,
@@ -211,21 +238,32 @@ def train(cfg: TrainConfig, log=print) -> dict:
         "train_runtime_s": train_runtime,
         "epochs_run": trainer.state.epoch,
         "best_val_macro_f1": trainer.state.best_metric,
-        "n_train": len(splits.train), "n_val": len(splits.val), "n_test": len(splits.test),
-        "data": {**data.source, "seed": cfg.seed, "extra_train_agreement": cfg.extra_train_agreement, "n_extra_train": n_extra},
+        "n_train": len(splits.train),
+        "n_val": len(splits.val),
+        "n_test": len(splits.test),
+        "data": {
+            **data.source,
+            "seed": cfg.seed,
+            "extra_train_agreement": cfg.extra_train_agreement,
+            "n_extra_train": n_extra,
+        },
         "config": config,
         "labels": list(LABELS),
     }
     results.update(calibrate(val_logits, splits.val.labels, test_logits, splits.test.labels))  # temperature for serving
     write_report(out, results, rows)
     shutil.rmtree(ckpt_dir, ignore_errors=True)  # the run finished: the best model is saved above
-    log(f"test accuracy {results['accuracy']:.4f}  macro-F1 {results['macro_f1']:.4f}  ECE {results['ece']:.4f}  "
-        f"avg confidence {results['avg_confidence']:.3f}  training {train_runtime:.0f}s")
+    log(
+        f"test accuracy {results['accuracy']:.4f}  macro-F1 {results['macro_f1']:.4f}  ECE {results['ece']:.4f}  "
+        f"avg confidence {results['avg_confidence']:.3f}  training {train_runtime:.0f}s"
+    )
     never = [LABELS[c] for c in sorted(set(splits.val.labels) - set(val_logits.argmax(1).tolist()))]
     if never:  # e.g. LoRA rank 32 at lr 1e-3 diverged on one seed in bench/tune.py and predicted one class for all
-        log(f"finsent: warning: the model never predicts {' or '.join(never)} on the {len(splits.val)} validation sentences, "
+        log(
+            f"finsent: warning: the model never predicts {' or '.join(never)} on the {len(splits.val)} validation sentences, "
             f"though they include some: it diverged or has not learned {'that label' if len(never) == 1 else 'those labels'}; "
-            f"retrain with a lower --learning_rate (this run: {cfg.lr:g}) or more epochs")
+            f"retrain with a lower --learning_rate (this run: {cfg.lr:g}) or more epochs"
+        )
     log(f"artifacts: {out}/ (results.json, evaluation_log.csv, {'adapter' if cfg.use_lora else 'model'}, tokenizer)")
     log_run_safely(out, cfg.tracking_uri, log)  # MLflow; a tracking failure only warns
     return results

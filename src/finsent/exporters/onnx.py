@@ -25,8 +25,13 @@ OPSET = 18
 # and per-tensor int8 then rounds everything else coarsely. The `fp32_outlier_channels` largest channels (by
 # |activation| on calibration sentences) are taken out of each linear layer's int8 product and added back by a small
 # fp32 product (exact in fp32). With uint8 weights this cut the mean |logit diff| to fp32 from ~0.07 to ~0.02.
-QUANTIZATION = {"weight_type": "QUInt8", "per_channel": True, "reduce_range": False, "op_types": ["MatMul", "Gemm"],
-                "fp32_outlier_channels": 8}
+QUANTIZATION = {
+    "weight_type": "QUInt8",
+    "per_channel": True,
+    "reduce_range": False,
+    "op_types": ["MatMul", "Gemm"],
+    "fp32_outlier_channels": 8,
+}
 PARITY_ATOL = 1e-3
 # Synthetic sentences of varied length for the fp32 parity check (not from any data set).
 CHECK_TEXTS = [
@@ -79,14 +84,18 @@ def split_outlier_channels(model, tokenizer, k: int, max_length: int) -> int:
     """Rewrite each encoder/pooler Linear as int8-friendly part + fp32 product over its k largest input channels (exact in fp32)."""
     import torch
 
-    linears = {name: mod for name, mod in model.named_modules()
-               if isinstance(mod, torch.nn.Linear) and "classifier" not in name and mod.in_features > k}
+    linears = {
+        name: mod
+        for name, mod in model.named_modules()
+        if isinstance(mod, torch.nn.Linear) and "classifier" not in name and mod.in_features > k
+    }
     absmax: dict[str, torch.Tensor] = {}
 
     def record(name):
         def hook(mod, args):
             x = args[0].detach().abs().reshape(-1, args[0].shape[-1]).amax(0)
             absmax[name] = torch.maximum(absmax[name], x) if name in absmax else x
+
         return hook
 
     handles = [mod.register_forward_pre_hook(record(name)) for name, mod in linears.items()]
@@ -139,14 +148,20 @@ def fp32_nodes(path: Path, k: int) -> list[str]:
 
 def _encode(tokenizer, texts: list[str], input_names: list[str], max_length: int) -> dict[str, np.ndarray]:
     enc = tokenizer(texts, truncation=True, max_length=max_length, padding=True, return_tensors="np")
-    return {k: enc[k].astype(np.int64) if k in enc else np.zeros_like(enc["input_ids"], dtype=np.int64) for k in input_names}
+    return {
+        k: enc[k].astype(np.int64) if k in enc else np.zeros_like(enc["input_ids"], dtype=np.int64) for k in input_names
+    }
 
 
 def export_fp32(model, tokenizer, path: Path, max_length: int) -> list[str]:
     """torch.onnx.export (the dynamo exporter) with dynamic batch and sequence axes; returns the input names."""
     import torch
 
-    names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in tokenizer.model_input_names or n == "attention_mask"]
+    names = [
+        n
+        for n in ("input_ids", "attention_mask", "token_type_ids")
+        if n in tokenizer.model_input_names or n == "attention_mask"
+    ]
     sample = _encode(tokenizer, ["an example sentence for export", "two words"], names, max_length)
     batch = torch.export.Dim("batch", min=1, max=4096)
     seq = torch.export.Dim("sequence", min=1, max=int(getattr(model.config, "max_position_embeddings", 512)))
@@ -157,12 +172,21 @@ def export_fp32(model, tokenizer, path: Path, max_length: int) -> list[str]:
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             torch.onnx.export(
-                _logits_module(model), args, str(path), dynamo=True, opset_version=OPSET, external_data=False,
-                input_names=names, output_names=["logits"], dynamic_shapes={n: {0: batch, 1: seq} for n in names},
+                _logits_module(model),
+                args,
+                str(path),
+                dynamo=True,
+                opset_version=OPSET,
+                external_data=False,
+                input_names=names,
+                output_names=["logits"],
+                dynamic_shapes={n: {0: batch, 1: seq} for n in names},
             )
     except Exception as e:  # noqa: BLE001 - torch.export raises many kinds; the user needs one line
-        raise FinsentError(f"ONNX export failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
-                           "check that onnx and onnxscript are installed (pip install finsent)") from None
+        raise FinsentError(
+            f"ONNX export failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+            "check that onnx and onnxscript are installed (pip install finsent)"
+        ) from None
     return names
 
 
@@ -201,8 +225,12 @@ def quantize_int8(src: Path, dst: Path, settings: dict = QUANTIZATION) -> list[s
     root.setLevel(logging.ERROR)  # quantize_dynamic warns about pre-processing through the root logger
     try:
         quantize_dynamic(
-            src, dst, weight_type=getattr(QuantType, settings["weight_type"]), per_channel=settings["per_channel"],
-            reduce_range=settings["reduce_range"], op_types_to_quantize=list(settings["op_types"]),
+            src,
+            dst,
+            weight_type=getattr(QuantType, settings["weight_type"]),
+            per_channel=settings["per_channel"],
+            reduce_range=settings["reduce_range"],
+            op_types_to_quantize=list(settings["op_types"]),
             nodes_to_exclude=excluded,
         )
     finally:
@@ -227,7 +255,9 @@ def export_onnx(model_dir: str | Path, output_dir: str | Path | None = None, qua
         names = export_fp32(model, tokenizer, tmp / ONNX_FP32, info.max_length)
         diff = check_parity(reference, tokenizer, tmp / ONNX_FP32, names, info.max_length)
         if not diff <= PARITY_ATOL:
-            raise FinsentError(f"{out}: the exported ONNX model differs from PyTorch by {diff:.3g} in the logits (> {PARITY_ATOL}); not written")
+            raise FinsentError(
+                f"{out}: the exported ONNX model differs from PyTorch by {diff:.3g} in the logits (> {PARITY_ATOL}); not written"
+            )
         files = [ONNX_FP32]
         excluded: list[str] = []
         if quantize:
@@ -240,10 +270,21 @@ def export_onnx(model_dir: str | Path, output_dir: str | Path | None = None, qua
         if (model_dir / name).is_file() and model_dir.resolve() != out.resolve():
             shutil.copy2(model_dir / name, out / name)
     export = {
-        "source": str(model_dir.resolve()), "version": info.version, "source_weights_sha256": weights_digest(model_dir),
-        "opset": OPSET, "inputs": names, "files": files, "fp32_max_abs_logit_diff": diff,
-        "quantization": {"method": "onnxruntime.quantization.quantize_dynamic", **QUANTIZATION,
-                         "linear_layers_split": split, "fp32_nodes": len(excluded)} if quantize else None,
+        "source": str(model_dir.resolve()),
+        "version": info.version,
+        "source_weights_sha256": weights_digest(model_dir),
+        "opset": OPSET,
+        "inputs": names,
+        "files": files,
+        "fp32_max_abs_logit_diff": diff,
+        "quantization": {
+            "method": "onnxruntime.quantization.quantize_dynamic",
+            **QUANTIZATION,
+            "linear_layers_split": split,
+            "fp32_nodes": len(excluded),
+        }
+        if quantize
+        else None,
         "created_at": dt.datetime.now(dt.timezone.utc),
     }
     write_json(out / EXPORT_INFO, export)
