@@ -26,7 +26,7 @@ from finsent import metrics
 from finsent.calibration import calibrate, calibrated_confidence, logits_from_probs
 from finsent.data import LABELS, load_data, split_data
 from finsent.errors import FinsentError
-from finsent.runs import load_run
+from finsent.runs import DEFAULT_MAX_LENGTH, load_run
 from finsent.serialization import write_json
 from finsent.trainer import train
 from finsent.training_args import PACKAGED_CONFIG_DIR, TrainConfig
@@ -102,7 +102,7 @@ class FrozenEncoder:
         with self.torch.inference_mode():
             for i in range(0, len(todo), 64):
                 batch = todo[i : i + 64]
-                enc = self.tok(batch, padding=True, truncation=True, max_length=128, return_tensors="pt")
+                enc = self.tok(batch, padding=True, truncation=True, max_length=DEFAULT_MAX_LENGTH, return_tensors="pt")
                 hidden = self.model(**enc).last_hidden_state
                 mask = enc["attention_mask"].unsqueeze(-1).float()
                 emb = (hidden * mask).sum(1) / mask.sum(1)
@@ -132,7 +132,7 @@ def frozen_logreg(splits, encoder: FrozenEncoder) -> dict:
 def finetune(cfg: TrainConfig) -> dict:
     """A real finsent training run, scored as `finsent train` scores it (T fitted on its validation logits)."""
     train(cfg, log=lambda *a: None)
-    run = load_run(Path(cfg.output_dir))  # results.json and the per-sentence log, as users read them
+    run = load_run(Path(cfg.output_dir))  # the results and the per-sentence log, as users read them
     r = run.results
     return {
         **{

@@ -68,8 +68,8 @@ def run_worker(kind: str, model_dir: str, data_path: str, n: int, threads: int, 
     if kind.startswith("pipeline"):
         from transformers import pipeline
 
-        from finsent.inference import read_model_info
         from finsent.modeling import load_trained
+        from finsent.runs import read_model_info
 
         model, tokenizer = load_trained(model_dir)
         clf = pipeline("text-classification", model=model, tokenizer=tokenizer, device="cpu")
@@ -79,8 +79,9 @@ def run_worker(kind: str, model_dir: str, data_path: str, n: int, threads: int, 
         run = lambda xs: [r["label"] for r in clf(xs, **kwargs)]  # noqa: E731
     else:
         from finsent.inference import Predictor
+        from finsent.runs import ONNX_FP32, ONNX_INT8
 
-        backend, onnx_file = ("onnx", "model.onnx") if kind == "onnx_fp32" else (kind, "model.int8.onnx")
+        backend, onnx_file = ("onnx", ONNX_FP32) if kind == "onnx_fp32" else (kind, ONNX_INT8)
         predictor = Predictor(model_dir, backend, batch_size=batch_size, num_threads=threads, onnx_file=onnx_file)
         run = lambda xs: [predictor.labels[i] for i in predictor.score(xs).probs.argmax(1)]  # noqa: E731
     load_s = time.perf_counter() - t0
@@ -271,7 +272,8 @@ def main() -> int:
         Path(args.worker_out).write_text(json.dumps(result))
         return 0
 
-    from finsent.inference import find_onnx, read_model_info
+    from finsent.inference import find_onnx
+    from finsent.runs import read_model_info
     from finsent.serialization import write_json, write_text
 
     command = "python bench/serving.py " + " ".join(sys.argv[1:])

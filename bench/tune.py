@@ -23,6 +23,7 @@ import numpy as np
 from finsent import metrics, modeling
 from finsent.data import LABELS
 from finsent.errors import FinsentError
+from finsent.runs import read_val_logits
 from finsent.trainer import train
 from finsent.training_args import TrainConfig
 
@@ -52,8 +53,8 @@ def parse_overrides(pairs: list[str]) -> dict:
 
 
 def validation_scores(run_dir: Path) -> dict:
-    """Accuracy, macro-F1 and ECE (before temperature scaling) from the run's val_logits.npz."""
-    val = np.load(run_dir / "val_logits.npz")
+    """Accuracy, macro-F1 and ECE (before temperature scaling) from the run's validation logits."""
+    val = read_val_logits(run_dir)
     logits, labels = val["logits"], val["labels"]
     m = metrics.classification_metrics(labels, logits.argmax(1), LABELS)
     probs = metrics.softmax(logits)

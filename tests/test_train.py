@@ -159,7 +159,7 @@ def test_evaluate_command_on_other_data(lora_run, phrasebank_zip, tmp_path):
 
 
 def test_version_defaults_to_next_free(tmp_path, lora_run, full_run):
-    from finsent.trainer import next_version
+    from finsent.runs import next_version
 
     assert json.loads((full_run / "results.json").read_text())["version"] == "v2"
 
@@ -211,12 +211,13 @@ def test_checkpoint_with_other_label_order_is_remapped(full_run, tmp_path):
     """A head trained as positive/negative/neutral (FinBERT's order) predicts the same sentiment after loading."""
     import torch
 
-    from finsent.evaluation import predict_logits
+    from finsent.inference import Predictor
     from finsent.modeling import load_base_model, load_trained
+    from finsent.runs import read_model_info, write_model_info
 
     model, tok = load_trained(full_run)
     texts = [r["text"] for r in read_log(full_run)][:40]
-    expected = predict_logits(model, tok, texts)
+    expected, _ = Predictor(full_run).logits(texts)
     order = [2, 0, 1]  # positive, negative, neutral
     with torch.no_grad():
         model.classifier.weight.copy_(model.classifier.weight[order].clone())
@@ -226,4 +227,8 @@ def test_checkpoint_with_other_label_order_is_remapped(full_run, tmp_path):
     model.save_pretrained(tmp_path / "finbert_order")
     reloaded = load_base_model(str(tmp_path / "finbert_order")).eval()
     assert reloaded.config.id2label == {0: "negative", 1: "neutral", 2: "positive"}
-    assert np.allclose(predict_logits(reloaded, tok, texts), expected, atol=1e-4)
+    run = tmp_path / "reloaded"  # the reloaded model as a run folder, scored by the one scoring path
+    reloaded.save_pretrained(run)
+    tok.save_pretrained(run)
+    write_model_info(run, read_model_info(full_run))
+    assert np.allclose(Predictor(run).logits(texts)[0], expected, atol=1e-4)

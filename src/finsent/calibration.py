@@ -62,7 +62,7 @@ def calibrate(val_logits, val_labels, test_logits, test_labels, n_bins: int = 15
 
 
 def run_calibration(results: dict, val_logits: dict | None, probs, y_true, n_bins: int = 15) -> dict | None:
-    """Calibration of a finished run: stored T (or T fitted on its val_logits.npz) re-applied to the test log.
+    """Calibration of a finished run: stored T (or T fitted on its validation logits) re-applied to the test log.
 
     Returns temperature, validation NLL before/after, test confidence/correctness before and after scaling,
     test ECE before/after and the ECE a perfectly calibrated model with the scaled confidences would show on this

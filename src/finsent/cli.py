@@ -118,36 +118,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from finsent.data import load_data
-    from finsent.evaluation import evaluate_logits, predict_logits, write_report
-    from finsent.modeling import load_trained
-    from finsent.serialization import read_json
+    from finsent.evaluation import evaluate_run
+    from finsent.inference import Predictor
+    from finsent.runs import EVALUATION_LOG, RESULTS
 
     data = load_data(args.data_path, args.agreement, args.text_column, args.label_column)
-    model, tokenizer = load_trained(args.model_dir)
-    meta_path = Path(args.model_dir) / "finsent_model.json"
-    meta = read_json(meta_path) if meta_path.is_file() else {}
-    version = meta.get("version", Path(args.model_dir).name)
-    logits = predict_logits(model, tokenizer, data.texts, meta.get("max_length", 128))
-    summary, rows = evaluate_logits(logits, data.labels, data.texts, version, args.low_confidence, args.high_confidence)
     out = Path(args.output_dir) if args.output_dir else Path(args.model_dir) / "eval"
-    results = {
-        "version": version,
-        "model_name": meta.get("model_name"),
-        "use_lora": meta.get("use_lora"),
-        **summary,
-        "n_test": len(data),
-        "data": data.source,
-        "config": {
-            "low_confidence": args.low_confidence,
-            "high_confidence": args.high_confidence,
-            "model_dir": str(args.model_dir),
-        },
-    }
-    write_report(out, results, rows)
+    results = evaluate_run(Predictor(args.model_dir), data, out, args.low_confidence, args.high_confidence)
     print(
-        f"accuracy {summary['accuracy']:.4f}  macro-F1 {summary['macro_f1']:.4f}  ECE {summary['ece']:.4f} on {len(data)} sentences"
+        f"accuracy {results['accuracy']:.4f}  macro-F1 {results['macro_f1']:.4f}  ECE {results['ece']:.4f} on {len(data)} sentences"
     )
-    print(f"artifacts: {out}/ (results.json, evaluation_log.csv)")
+    print(f"artifacts: {out}/ ({RESULTS}, {EVALUATION_LOG})")
     return 0
 
 
@@ -359,7 +340,7 @@ def add_serving_commands(sub) -> None:
     )
     p.add_argument("--model_dir", required=True, help="a training run folder")
     p.add_argument("--output_dir", default=None, help="where to write the ONNX files (default: <model_dir>/onnx)")
-    p.add_argument("--no_quantize", action="store_true", help="write only the fp32 model.onnx")
+    p.add_argument("--no_quantize", action="store_true", help="write only the fp32 ONNX model")
     p.set_defaults(func=cmd_export_onnx)
 
 
@@ -381,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--output_dir",
         default=None,
-        help="where to write results.json and evaluation_log.csv (default: <model_dir>/eval)",
+        help="where to write the report: results and per-sentence log (default: <model_dir>/eval)",
     )
     p.add_argument("--text_column", default=d.text_column)
     p.add_argument("--label_column", default=d.label_column)

@@ -10,8 +10,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sklearn.model_selection import train_test_split
-
 from finsent.errors import FinsentError
 
 LABELS: tuple[str, ...] = ("negative", "neutral", "positive")
@@ -215,6 +213,8 @@ def load_data(
 
 def split_data(data: LabelledData, seed: int, val_size: float = 0.1, test_size: float = 0.1) -> Splits:
     """Stratified train/val/test split (80/10/10 by default), checked for leakage."""
+    from sklearn.model_selection import train_test_split
+
     idx = list(range(len(data)))
     try:
         rest, test_idx = train_test_split(idx, test_size=test_size, stratify=data.labels, random_state=seed)

@@ -1,6 +1,6 @@
 """Suspected label issues by confident learning (cleanlab) on out-of-sample predicted probabilities.
 
-The test-split probabilities in evaluation_log.csv are out-of-sample: the test split was never trained on."""
+The test-split probabilities in the evaluation log are out-of-sample: the test split was never trained on."""
 
 from __future__ import annotations
 

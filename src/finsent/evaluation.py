@@ -1,4 +1,4 @@
-"""Turn model outputs into metrics, error attribution, results.json and evaluation_log.csv."""
+"""Turn model outputs into metrics, error attribution and a run's report (results and per-sentence log)."""
 
 from __future__ import annotations
 
@@ -9,39 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from finsent import metrics
-from finsent.data import LABELS
-from finsent.serialization import write_csv, write_json
-
-LOG_COLUMNS = [
-    "sample_id",
-    "text",
-    "true_label",
-    "pred_label",
-    "confidence",
-    "margin",
-    *[f"prob_{name}" for name in LABELS],
-    "is_correct",
-    "error_type",
-    "run_version",
-]
-
-
-def predict_logits(model, tokenizer, texts: list[str], max_length: int = 128, batch_size: int = 64) -> np.ndarray:
-    """Batched inference, batches sorted by length; returns logits in input order."""
-    import torch
-
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    out = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
-    device = next(model.parameters()).device
-    with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            enc = tokenizer(
-                [texts[i] for i in idx], truncation=True, max_length=max_length, padding=True, return_tensors="pt"
-            )
-            logits = model(**{k: v.to(device) for k, v in enc.items()}).logits
-            out[idx] = logits.float().cpu().numpy()
-    return out
+from finsent.data import LABELS, LabelledData
+from finsent.runs import write_log, write_results
 
 
 def evaluate_logits(
@@ -93,7 +62,25 @@ def library_versions() -> dict:
 
 
 def write_report(out_dir: Path, results: dict, rows: list[dict]) -> None:
-    """Write evaluation_log.csv then results.json, each atomically."""
+    """Write the evaluation log then the results (stamped with library versions and time), each atomically."""
     results = {**results, "versions": library_versions(), "created_at": dt.datetime.now(dt.timezone.utc)}
-    write_csv(Path(out_dir) / "evaluation_log.csv", rows, LOG_COLUMNS)
-    write_json(Path(out_dir) / "results.json", results)
+    write_log(out_dir, rows)
+    write_results(out_dir, results)
+
+
+def evaluate_run(predictor, data: LabelledData, out_dir: Path, low: float = 0.6, high: float = 0.9) -> dict:
+    """Score labelled data with a run's Predictor (raw logits, no temperature) and write its report to out_dir."""
+    logits, _ = predictor.logits(data.texts)
+    info = predictor.info
+    summary, rows = evaluate_logits(logits, data.labels, data.texts, info.version, low, high)
+    results = {
+        "version": info.version,
+        "model_name": info.model_name,
+        "use_lora": info.use_lora,
+        **summary,
+        "n_test": len(data),
+        "data": data.source,
+        "config": {"low_confidence": low, "high_confidence": high, "model_dir": str(predictor.model_dir)},
+    }
+    write_report(out_dir, results, rows)
+    return results

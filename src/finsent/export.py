@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from finsent.data import LABELS
-from finsent.evaluation import LOG_COLUMNS
-from finsent.runs import Run
+from finsent.runs import LOG_COLUMNS, Run
 from finsent.serialization import write_csv
 
 RUN_COLUMNS = [

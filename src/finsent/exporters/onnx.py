@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from finsent.errors import FinsentError
-from finsent.inference import EXPORT_INFO, ONNX_DIR, ONNX_FP32, ONNX_INT8, read_model_info, weights_digest
-from finsent.serialization import write_json
+from finsent.inference import weights_digest
+from finsent.runs import ONNX_DIR, ONNX_FP32, ONNX_INT8, RUN_METADATA_FILES, read_model_info, write_export_info
 
 OPSET = 18
 # onnxruntime dynamic quantization, as data: int8 weights per output channel, uint8 activations quantized per
@@ -59,7 +59,6 @@ CALIBRATION_TEXTS = CHECK_TEXTS + [
     "The new factory is scheduled to start production next spring .",
     "Analysts had expected a smaller loss .",
 ]
-RUN_FILES = ("finsent_model.json", "label_map.json", "results.json")
 
 
 def _logits_module(model):
@@ -239,7 +238,7 @@ def quantize_int8(src: Path, dst: Path, settings: dict = QUANTIZATION) -> list[s
 
 
 def export_onnx(model_dir: str | Path, output_dir: str | Path | None = None, quantize: bool = True) -> dict:
-    """Write `<model_dir>/onnx/`: model.onnx (fp32), model.int8.onnx, the tokenizer, the run's metadata, export.json."""
+    """Write `<model_dir>/onnx/`: the fp32 and int8 ONNX models, the tokenizer, the run's metadata and the export info."""
     from finsent.modeling import load_trained
 
     model_dir = Path(model_dir)
@@ -266,7 +265,7 @@ def export_onnx(model_dir: str | Path, output_dir: str | Path | None = None, qua
         for name in files:
             (tmp / name).replace(out / name)
     tokenizer.save_pretrained(str(out))
-    for name in RUN_FILES:
+    for name in RUN_METADATA_FILES:
         if (model_dir / name).is_file() and model_dir.resolve() != out.resolve():
             shutil.copy2(model_dir / name, out / name)
     export = {
@@ -287,5 +286,5 @@ def export_onnx(model_dir: str | Path, output_dir: str | Path | None = None, qua
         else None,
         "created_at": dt.datetime.now(dt.timezone.utc),
     }
-    write_json(out / EXPORT_INFO, export)
+    write_export_info(out, export)
     return {**export, "output_dir": str(out)}
