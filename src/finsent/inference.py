@@ -132,7 +132,7 @@ class TorchBackend:
 
     name = "torch"
 
-    def __init__(self, model_dir: Path, num_threads: int | None = None):
+    def __init__(self, model_dir: Path, num_threads: int | None = None, device: str = "cpu"):
         import torch
 
         from finsent.modeling import load_trained
@@ -147,13 +147,15 @@ class TorchBackend:
             )
         self._torch = torch
         self.model, self.tokenizer = load_trained(model_dir)
+        self.device = torch.device(device)
+        self.model.to(self.device)
         self.num_labels = int(self.model.config.num_labels)
 
     def __call__(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         torch = self._torch
         with torch.inference_mode():
-            out = self.model(**{k: torch.from_numpy(v) for k, v in feeds.items()})
-        return out.logits.float().numpy()
+            out = self.model(**{k: torch.from_numpy(v).to(self.device) for k, v in feeds.items()})
+        return out.logits.float().cpu().numpy()
 
 
 class OnnxBackend:
@@ -219,6 +221,7 @@ class Predictor:
         num_threads: int | None = None,
         onnx_file: str = ONNX_INT8,
         spinning: bool = False,
+        device: str = "cpu",
     ):
         if backend not in BACKENDS:
             raise FinsentError(f"--backend {backend!r}: expected one of {', '.join(BACKENDS)}")
@@ -232,7 +235,7 @@ class Predictor:
             self.backend: Callable[[dict], np.ndarray] = OnnxBackend(path, num_threads, spinning)
             input_names = self.backend.input_names
         else:
-            self.backend = TorchBackend(self.model_dir, num_threads)
+            self.backend = TorchBackend(self.model_dir, num_threads, device)
             input_names = list(self.backend.tokenizer.model_input_names)
         if self.backend.num_labels != len(self.info.labels):
             raise FinsentError(

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
+from finsent import distill as kd
 from finsent import modeling
 from finsent.calibration import calibrate
 from finsent.data import LABELS, LabelledData, Splits, add_to_train, check_no_leakage, load_data, split_data
+from finsent.distill import DistillConfig
 from finsent.errors import FinsentError
 from finsent.evaluation import evaluate_logits, predict_logits, write_report
 from finsent.serialization import read_json, write_json
@@ -23,19 +25,23 @@ from finsent.training_args import TrainConfig
 class EncodedDataset:
     """Tokenized sentences with labels, in the shape the Trainer's collator expects."""
 
-    def __init__(self, part: LabelledData, tokenizer, max_length: int):
+    def __init__(self, part: LabelledData, tokenizer, max_length: int, teacher_logits: np.ndarray | None = None):
         self.enc = tokenizer(part.texts, truncation=True, max_length=max_length)
-        self.labels = part.labels
+        self.labels = part.labels  # -100: no gold label (an unlabeled sentence in distillation)
+        self.teacher_logits = teacher_logits
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, i: int) -> dict:
-        return {
+        item = {
             "input_ids": self.enc["input_ids"][i],
             "attention_mask": self.enc["attention_mask"][i],
             "labels": self.labels[i],
         }
+        if self.teacher_logits is not None:
+            item["teacher_logits"] = self.teacher_logits[i].tolist()
+        return item
 
 
 def next_version(runs_root: Path) -> str:
@@ -114,8 +120,45 @@ def _resume_path(cfg: TrainConfig, ckpt_dir: Path) -> str | None:
     return last
 
 
-def train(cfg: TrainConfig, log=print) -> dict:
-    """Fine-tune, evaluate on the test split, write the run folder; return results."""
+def _distill_plan(distill: DistillConfig, splits: Splits, cfg: TrainConfig, log) -> dict:
+    """The student's training sentences (gold train split + unlabeled ones) with the teacher's logits for each."""
+    teacher_dir = Path(distill.teacher)
+    teacher_results = read_json(teacher_dir / "results.json") if (teacher_dir / "results.json").is_file() else None
+    if teacher_results is None:
+        raise FinsentError(f"{teacher_dir}: no results.json; pass --teacher a finished `finsent train` run folder")
+    kd.check_teacher_split(teacher_dir, splits)
+    unlabeled, counts = kd.unlabeled_sentences(splits, distill, cfg.data_path, cfg.seed)
+    train = LabelledData(splits.train.texts + unlabeled, splits.train.labels + [-100] * len(unlabeled))
+    log(
+        f"distilling from {teacher_dir} ({teacher_results.get('model_name')}, test accuracy "
+        f"{teacher_results.get('accuracy', float('nan')):.4f}): {len(splits.train)} labelled + {len(unlabeled)} "
+        f"unlabeled sentences, alpha {distill.alpha}, T {distill.distill_temperature}"
+    )
+    start = time.perf_counter()
+    soft = kd.teacher_logits(teacher_dir, train.texts)
+    log(f"teacher logits for {len(train)} sentences in {time.perf_counter() - start:.0f}s (cached in {teacher_dir})")
+    teacher = {k: teacher_results.get(k) for k in ("version", "model_name", "use_lora", "accuracy", "macro_f1")}
+    record = {**dataclasses.asdict(distill), "n_labelled": len(splits.train), "unlabeled_counts": counts}
+    return {"train": train, "teacher_logits": soft, "teacher": {"run": str(teacher_dir), **teacher}, "record": record}
+
+
+def _store_cascade(out: Path, distill: DistillConfig, splits: Splits, val_logits, temperature: float, log) -> None:
+    """Choose the cascade's margin threshold on validation and keep it in the student's finsent_model.json."""
+    from finsent.metrics import softmax
+
+    teacher_pred = kd.teacher_logits(distill.teacher, splits.val.texts).argmax(1)
+    choice = kd.cascade_threshold(softmax(val_logits, temperature), teacher_pred, distill.cascade_agreement)
+    meta = read_json(out / "finsent_model.json")
+    meta["cascade"] = {"teacher": str(distill.teacher), **choice}
+    write_json(out / "finsent_model.json", meta)
+    log(
+        f"cascade: margin < {choice['margin_threshold']:.3f} defers {choice['val_deferred']:.1%} of validation "
+        f"sentences to the teacher and agrees with it on {choice['val_agreement']:.1%}"
+    )
+
+
+def train(cfg: TrainConfig, log=print, distill: DistillConfig | None = None) -> dict:
+    """Fine-tune (from gold labels, or distilled from a teacher run), evaluate on the test split, write the run folder."""
     import torch
     from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
 
@@ -131,6 +174,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
         _subsample(splits.test, cfg.max_eval_samples, cfg.seed),
     )
     check_no_leakage(splits)
+    student = _distill_plan(distill, splits, cfg, log) if distill is not None else None
     lora_settings = modeling.read_lora_config(cfg.lora_config) if cfg.use_lora else None
     out, version = resolve_output(cfg)
     out.mkdir(parents=True, exist_ok=True)
@@ -186,10 +230,12 @@ def train(cfg: TrainConfig, log=print) -> dict:
         data_seed=cfg.seed,
         **_precision_flags(),
     )
-    trainer = Trainer(
+    trainer_cls = Trainer if distill is None else kd.trainer_class(distill.alpha, distill.distill_temperature)
+    train_part, soft = (splits.train, None) if student is None else (student["train"], student["teacher_logits"])
+    trainer = trainer_cls(
         model=model,
         args=args,
-        train_dataset=EncodedDataset(splits.train, tokenizer, cfg.max_length),
+        train_dataset=EncodedDataset(train_part, tokenizer, cfg.max_length, soft),
         eval_dataset=EncodedDataset(splits.val, tokenizer, cfg.max_length),
         data_collator=DataCollatorWithPadding(tokenizer),
         processing_class=tokenizer,
@@ -250,8 +296,14 @@ def train(cfg: TrainConfig, log=print) -> dict:
         "config": config,
         "labels": list(LABELS),
     }
+    if student is not None:
+        results["distillation"] = student["record"]
+        results["teacher"] = student["teacher"]
     results.update(calibrate(val_logits, splits.val.labels, test_logits, splits.test.labels))  # temperature for serving
     write_report(out, results, rows)
+    write_json(out / kd.SENTENCES, kd.sentences_record(splits))
+    if student is not None:
+        _store_cascade(out, distill, splits, val_logits, results["temperature"], log)
     shutil.rmtree(ckpt_dir, ignore_errors=True)  # the run finished: the best model is saved above
     log(
         f"test accuracy {results['accuracy']:.4f}  macro-F1 {results['macro_f1']:.4f}  ECE {results['ece']:.4f}  "
