@@ -28,6 +28,8 @@ RESULTS = "results.json"
 EVALUATION_LOG = "evaluation_log.csv"
 VAL_LOGITS = "val_logits.npz"
 LABEL_MAP = "label_map.json"
+SENTENCES = "sentences.json"  # hashes of the run's train / validation / test sentences (distillation's leakage guard)
+TEACHER_LOGITS = "teacher_logits.npz"  # a teacher's raw logits by sentence hash, cached for distillation
 CHECKPOINTS = "checkpoints"
 ONNX_DIR = "onnx"
 ONNX_FP32 = "model.onnx"
@@ -219,6 +221,37 @@ def write_val_logits(run_dir: Path, logits: np.ndarray, labels) -> None:
     tmp = path.parent / f".{path.stem}.tmp.npz"
     np.savez(tmp, logits=np.asarray(logits), labels=np.asarray(labels))
     os.replace(tmp, path)
+
+
+def write_sentences(run_dir: Path, record: dict) -> None:
+    write_json(Path(run_dir) / SENTENCES, record)
+
+
+def read_sentences(run_dir: Path) -> dict | None:
+    """sentences.json, or None for a run trained before it was written."""
+    file = Path(run_dir) / SENTENCES
+    return _read_object(file) if file.is_file() else None
+
+
+def write_teacher_logits(run_dir: Path, keys: list[str], logits: np.ndarray, weights_sha256: str) -> None:
+    path = Path(run_dir) / TEACHER_LOGITS
+    tmp = path.parent / f".{path.stem}.tmp.npz"
+    np.savez(tmp, keys=np.asarray(keys), logits=np.asarray(logits, dtype=np.float32), weights_sha256=weights_sha256)
+    os.replace(tmp, path)
+
+
+def read_teacher_logits(run_dir: Path, weights_sha256: str) -> dict[str, np.ndarray]:
+    """Cached teacher logits by sentence hash; empty where none are cached or they came from other weights."""
+    file = Path(run_dir) / TEACHER_LOGITS
+    if not file.is_file():
+        return {}
+    try:
+        with np.load(file) as npz:
+            if str(npz["weights_sha256"]) != weights_sha256:
+                return {}
+            return dict(zip(npz["keys"].tolist(), npz["logits"]))
+    except (OSError, ValueError, KeyError):
+        return {}
 
 
 def is_run_folder(path: Path) -> bool:

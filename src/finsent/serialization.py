@@ -50,14 +50,14 @@ def dumps(obj: Any) -> str:
     return json.dumps(to_jsonable(obj), indent=2, allow_nan=False, ensure_ascii=False)
 
 
-def _atomic_write(path: Path, write) -> None:
+def _atomic_write(path: Path, write, binary: bool = False) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
     # mode 0o666 less the umask, as open() gives (mkstemp's 0o600 would hide artifacts from the dashboard server's user)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+        with os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
@@ -76,6 +76,11 @@ def write_json(path: Path, obj: Any) -> None:
 def write_text(path: Path, text: str) -> None:
     """Write a text file (UTF-8) atomically."""
     _atomic_write(path, lambda f: f.write(text))
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """Write a binary file atomically."""
+    _atomic_write(path, lambda f: f.write(data), binary=True)
 
 
 def write_stream(path: Path, write: Callable[[TextIO], None]) -> None:

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
+from finsent import distill as kd
 from finsent import modeling
 from finsent.calibration import calibrate
 from finsent.data import LABELS, LabelledData, Splits, add_to_train, check_no_leakage, load_data, split_data
+from finsent.distill import DistillConfig
 from finsent.errors import FinsentError
 from finsent.evaluation import evaluate_logits, write_report
 from finsent.inference import Predictor
@@ -24,9 +26,12 @@ from finsent.runs import (
     ModelInfo,
     claim_run_dir,
     next_version,
+    read_model_info,
+    read_results,
     recorded_version,
     write_label_map,
     write_model_info,
+    write_sentences,
     write_val_logits,
 )
 from finsent.tracking import log_run_safely
@@ -36,19 +41,23 @@ from finsent.training_args import TrainConfig
 class EncodedDataset:
     """Tokenized sentences with labels, in the shape the Trainer's collator expects."""
 
-    def __init__(self, part: LabelledData, tokenizer, max_length: int):
+    def __init__(self, part: LabelledData, tokenizer, max_length: int, teacher_logits: np.ndarray | None = None):
         self.enc = tokenizer(part.texts, truncation=True, max_length=max_length)
-        self.labels = part.labels
+        self.labels = part.labels  # -100: no gold label (an unlabeled sentence in distillation)
+        self.teacher_logits = teacher_logits
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, i: int) -> dict:
-        return {
+        item = {
             "input_ids": self.enc["input_ids"][i],
             "attention_mask": self.enc["attention_mask"][i],
             "labels": self.labels[i],
         }
+        if self.teacher_logits is not None:
+            item["teacher_logits"] = self.teacher_logits[i].tolist()
+        return item
 
 
 def resolve_output(cfg: TrainConfig) -> tuple[Path, str]:
@@ -106,8 +115,44 @@ def _resume_path(cfg: TrainConfig, ckpt_dir: Path) -> str | None:
     return last
 
 
-def train(cfg: TrainConfig, log=print) -> dict:
-    """Fine-tune, evaluate on the test split, write the run folder; return results."""
+def _distill_plan(distill: DistillConfig, splits: Splits, cfg: TrainConfig, log) -> dict:
+    """The student's training sentences (gold train split + unlabeled ones) with the teacher's logits for each."""
+    teacher_dir = Path(distill.teacher)
+    teacher_results = read_results(teacher_dir)
+    kd.check_teacher_split(teacher_dir, splits)
+    unlabeled, counts = kd.unlabeled_sentences(splits, distill, cfg.data_path, cfg.seed)
+    train = LabelledData(splits.train.texts + unlabeled, splits.train.labels + [-100] * len(unlabeled))
+    log(
+        f"distilling from {teacher_dir} ({teacher_results.get('model_name')}, test accuracy "
+        f"{teacher_results.get('accuracy', float('nan')):.4f}): {len(splits.train)} labelled + {len(unlabeled)} "
+        f"unlabeled sentences, alpha {distill.alpha}, T {distill.distill_temperature}"
+    )
+    start = time.perf_counter()
+    soft = kd.teacher_logits(teacher_dir, train.texts)
+    log(f"teacher logits for {len(train)} sentences in {time.perf_counter() - start:.0f}s (cached in {teacher_dir})")
+    teacher = {k: teacher_results.get(k) for k in ("version", "model_name", "use_lora", "accuracy", "macro_f1")}
+    record = {**dataclasses.asdict(distill), "n_labelled": len(splits.train), "unlabeled_counts": counts}
+    return {"train": train, "teacher_logits": soft, "teacher": {"run": str(teacher_dir), **teacher}, "record": record}
+
+
+def _store_cascade(out: Path, distill: DistillConfig, splits: Splits, val_logits, temperature: float, log) -> None:
+    """Choose the cascade's margin threshold on validation and keep it in the student's finsent_model.json."""
+    from finsent.metrics import softmax
+
+    teacher_pred = kd.teacher_logits(distill.teacher, splits.val.texts).argmax(1)
+    choice = kd.cascade_threshold(softmax(val_logits, temperature), teacher_pred, distill.cascade_agreement)
+    info = read_model_info(out)
+    write_model_info(
+        out, dataclasses.replace(info, extra={**info.extra, "cascade": {"teacher": distill.teacher, **choice}})
+    )
+    log(
+        f"cascade: margin < {choice['margin_threshold']:.3f} defers {choice['val_deferred']:.1%} of validation "
+        f"sentences to the teacher and agrees with it on {choice['val_agreement']:.1%}"
+    )
+
+
+def train(cfg: TrainConfig, log=print, distill: DistillConfig | None = None) -> dict:
+    """Fine-tune (from gold labels, or distilled from a teacher run), evaluate on the test split, write the run folder."""
     import torch
     from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
 
@@ -123,6 +168,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
         _subsample(splits.test, cfg.max_eval_samples, cfg.seed),
     )
     check_no_leakage(splits)
+    student = _distill_plan(distill, splits, cfg, log) if distill is not None else None
     lora_settings = modeling.read_lora_config(cfg.lora_config) if cfg.use_lora else None
     out, version = resolve_output(cfg)
     out.mkdir(parents=True, exist_ok=True)
@@ -178,10 +224,12 @@ def train(cfg: TrainConfig, log=print) -> dict:
         data_seed=cfg.seed,
         **_precision_flags(),
     )
-    trainer = Trainer(
+    trainer_cls = Trainer if distill is None else kd.trainer_class(distill.alpha, distill.distill_temperature)
+    train_part, soft = (splits.train, None) if student is None else (student["train"], student["teacher_logits"])
+    trainer = trainer_cls(
         model=model,
         args=args,
-        train_dataset=EncodedDataset(splits.train, tokenizer, cfg.max_length),
+        train_dataset=EncodedDataset(train_part, tokenizer, cfg.max_length, soft),
         eval_dataset=EncodedDataset(splits.val, tokenizer, cfg.max_length),
         data_collator=DataCollatorWithPadding(tokenizer),
         processing_class=tokenizer,
@@ -203,7 +251,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
 
     # Score the run folder as users will load it, through the one scoring path (PEFT's in-memory model after the
     # best-checkpoint reload can route modules_to_save through the untrained originals).
-    predictor = Predictor(out, "torch", batch_size=cfg.eval_batch_size)
+    predictor = Predictor(out, "torch", batch_size=cfg.eval_batch_size, device=str(trainer.args.device))
     val_logits, _ = predictor.logits(splits.val.texts)
     test_logits, _ = predictor.logits(splits.test.texts)
     del predictor
@@ -240,8 +288,14 @@ def train(cfg: TrainConfig, log=print) -> dict:
         "config": config,
         "labels": list(LABELS),
     }
+    if student is not None:
+        results["distillation"] = student["record"]
+        results["teacher"] = student["teacher"]
     results.update(calibrate(val_logits, splits.val.labels, test_logits, splits.test.labels))  # temperature for serving
     write_report(out, results, rows)
+    write_sentences(out, kd.sentences_record(splits))
+    if student is not None:
+        _store_cascade(out, distill, splits, val_logits, results["temperature"], log)
     shutil.rmtree(ckpt_dir, ignore_errors=True)  # the run finished: the best model is saved above
     log(
         f"test accuracy {results['accuracy']:.4f}  macro-F1 {results['macro_f1']:.4f}  ECE {results['ece']:.4f}  "

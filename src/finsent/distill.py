@@ -1,0 +1,208 @@
+"""Knowledge distillation: a student learns from a teacher run's soft labels (cached teacher logits)."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from finsent import runs
+from finsent.data import AGREEMENT_FILES, LabelledData, Splits, load_data
+from finsent.errors import FinsentError
+
+
+def sentence_hash(text: str) -> str:
+    """A short, stable key for one sentence (the first 16 hex digits of its sha1)."""
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
+
+
+@dataclass
+class DistillConfig:
+    """What `finsent distill` adds to the student's training recipe."""
+
+    teacher: str = field(metadata={"help": "the teacher's run folder (a `finsent train` output)"})
+    alpha: float = field(
+        default=0.5, metadata={"help": "weight of the gold-label loss; 1 - alpha goes to the teacher (default: 0.5)"}
+    )
+    distill_temperature: float = field(
+        default=2.0, metadata={"help": "softmax temperature of the teacher/student KL term (default: 2.0)"}
+    )
+    unlabeled_agreement: str = field(
+        default="50",
+        metadata={
+            "help": "also learn the teacher's labels on the PhraseBank sentences of this agreement level that are in "
+            "none of the student's splits; 'none' to switch off (default: 50)",
+            "choices": ["50", "66", "75", "all", "none"],
+        },
+    )
+    unlabeled: str | None = field(
+        default=None,
+        metadata={"help": "a file of unlabeled sentences (.txt one a line, or a table with a text column)"},
+    )
+    max_unlabeled: int | None = field(
+        default=None, metadata={"help": "use at most this many unlabeled sentences, drawn by --seed (default: all)"}
+    )
+    cascade_agreement: float = field(
+        default=0.995,
+        metadata={
+            "help": "the cascade threshold is the smallest margin at which the cascade agrees with the teacher "
+            "on at least this share of validation sentences (default: 0.995)"
+        },
+    )
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.alpha <= 1:
+            raise FinsentError(f"--alpha {self.alpha}: must be between 0 and 1")
+        if not self.distill_temperature > 0:
+            raise FinsentError(f"--distill_temperature {self.distill_temperature}: must be positive")
+        if self.max_unlabeled is not None and self.max_unlabeled < 0:
+            raise FinsentError(f"--max_unlabeled {self.max_unlabeled}: must be 0 or more")
+        if not 0 < self.cascade_agreement <= 1:
+            raise FinsentError(f"--cascade_agreement {self.cascade_agreement}: must be in (0, 1]")
+        if self.unlabeled_agreement not in (*AGREEMENT_FILES, "none"):
+            raise FinsentError(f"--unlabeled_agreement {self.unlabeled_agreement!r}: expected 50, 66, 75, all or none")
+
+
+def unlabeled_sentences(
+    splits: Splits, dcfg: DistillConfig, data_path: str, seed: int, read_texts=None
+) -> tuple[list[str], dict]:
+    """Sentences to learn the teacher's labels on: PhraseBank and/or a user's file, minus every student sentence."""
+    held = set(splits.train.texts) | set(splits.val.texts) | set(splits.test.texts)
+    texts: list[str] = []
+    counts: dict = {}
+    if dcfg.unlabeled_agreement != "none":
+        level = load_data(data_path, dcfg.unlabeled_agreement)
+        if level.source.get("format") != "phrasebank":
+            raise FinsentError(
+                f"--unlabeled_agreement {dcfg.unlabeled_agreement} needs PhraseBank as --data_path; "
+                "pass --unlabeled_agreement none (and --unlabeled FILE for your own sentences)"
+            )
+        new = [t for t in level.texts if t not in held]
+        counts["phrasebank"] = len(new)
+        texts += new
+        held |= set(new)
+    if dcfg.unlabeled:
+        own = read_texts(dcfg.unlabeled) if read_texts else _read_unlabeled(dcfg.unlabeled)
+        new = list(dict.fromkeys(t for t in own if t not in held))
+        counts["file"] = len(new)
+        texts += new
+    if dcfg.max_unlabeled is not None and len(texts) > dcfg.max_unlabeled:
+        keep = sorted(random.Random(seed).sample(range(len(texts)), dcfg.max_unlabeled))
+        texts = [texts[i] for i in keep]
+    counts["used"] = len(texts)
+    return texts, counts
+
+
+def _read_unlabeled(path: str) -> list[str]:
+    """One sentence a line (.txt), or the `text` column of a CSV/JSONL table."""
+    from finsent import predict
+
+    source = predict.open_file(path, "text")
+    try:
+        return [row.text for row in source.rows if row.text]
+    finally:
+        source.close()
+
+
+def check_teacher_split(teacher_dir: Path, splits: Splits) -> None:
+    """Refuse a teacher that trained on the student's validation or test sentences, or chose its epoch on its test."""
+    seen = runs.read_sentences(teacher_dir)
+    if seen is None:
+        raise FinsentError(
+            f"{teacher_dir}: no {runs.SENTENCES}, so the sentences the teacher learned from are unknown; "
+            "retrain the teacher with this version of finsent"
+        )
+    val = {sentence_hash(t) for t in splits.val.texts}
+    test = {sentence_hash(t) for t in splits.test.texts}
+    trained = set(seen.get("train", [])) & (val | test)
+    selected = set(seen.get("val", [])) & test
+    if trained or selected:
+        raise FinsentError(
+            f"{teacher_dir}: the teacher trained on {len(trained)} of the student's {len(val | test)} validation/test "
+            f"sentences and chose its epoch on {len(selected)} of its test sentences, which would make the student's "
+            "scores meaningless; train the teacher on the student's split (same --data_path, --agreement and --seed) "
+            "and distill from that run"
+        )
+
+
+def sentences_record(splits: Splits) -> dict:
+    """What a run folder keeps of its split: sentence hashes per part (for the distillation leakage guard)."""
+    return {
+        "hash": "sha1[:16] of the UTF-8 sentence",
+        **{name: [sentence_hash(t) for t in part.texts] for name, part in _parts(splits).items()},
+    }
+
+
+def _parts(splits: Splits) -> dict[str, LabelledData]:
+    return {"train": splits.train, "val": splits.val, "test": splits.test}
+
+
+def teacher_logits(teacher_dir: str | Path, texts: list[str], device: str = "cpu", batch_size: int = 64) -> np.ndarray:
+    """The teacher's raw logits for texts, computed once per sentence and cached beside the teacher's run."""
+    from finsent.inference import Predictor, weights_digest
+
+    teacher_dir = Path(teacher_dir)
+    digest = weights_digest(teacher_dir) or ""
+    keys = [sentence_hash(t) for t in texts]
+    known = runs.read_teacher_logits(teacher_dir, digest)
+    todo = {k: t for k, t in zip(keys, texts) if k not in known}
+    if todo:
+        predictor = Predictor(teacher_dir, batch_size=batch_size, device=device)
+        logits, _ = predictor.logits(list(todo.values()))
+        known.update(zip(todo, logits))
+        runs.write_teacher_logits(teacher_dir, list(known), np.stack(list(known.values())), digest)
+    return np.stack([known[k] for k in keys]).astype(np.float32) if keys else np.zeros((0, 3), np.float32)
+
+
+def kd_loss(student_logits, labels, teacher, alpha: float, temperature: float):
+    """alpha * CE(gold) + (1 - alpha) * T^2 * KL(teacher_T || student_T); rows labelled -100 have no gold label."""
+    import torch.nn.functional as F
+
+    labelled = labels != -100
+    ce = F.cross_entropy(student_logits[labelled], labels[labelled]) if labelled.any() else student_logits.sum() * 0
+    if teacher is None:
+        return ce
+    t = temperature
+    kl = F.kl_div(
+        F.log_softmax(student_logits / t, dim=-1),
+        F.log_softmax(teacher / t, dim=-1),
+        log_target=True,
+        reduction="batchmean",
+    )
+    return alpha * ce + (1 - alpha) * t * t * kl
+
+
+def cascade_threshold(student_probs: np.ndarray, teacher_pred: np.ndarray, target: float) -> dict:
+    """The smallest student margin below which deferring to the teacher makes the cascade agree with it on >= target."""
+    part = np.sort(student_probs, axis=1)
+    margin = part[:, -1] - part[:, -2]
+    student_pred = student_probs.argmax(1)
+    n = len(margin)
+    best = {"margin_threshold": 1.0 + 1e-9, "val_agreement": 1.0, "val_deferred": 1.0}
+    for threshold in np.unique(np.concatenate([[0.0], margin + 1e-9])):
+        defer = margin < threshold
+        agree = float(np.mean(np.where(defer, True, student_pred == teacher_pred))) if n else 1.0
+        if agree >= target:
+            return {"margin_threshold": float(threshold), "val_agreement": agree, "val_deferred": float(defer.mean())}
+    return best
+
+
+def trainer_class(alpha: float, temperature: float):
+    """A transformers Trainer whose loss is `kd_loss` (validation batches carry no teacher logits: plain CE)."""
+    from transformers import Trainer
+
+    class DistillTrainer(Trainer):
+        loss_is_scaled_for_ga = False  # kd_loss is a per-batch mean
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            teacher = inputs.pop("teacher_logits", None)
+            labels = inputs.pop("labels")
+            outputs = model(**inputs)
+            soft = None if teacher is None else teacher.float()
+            loss = kd_loss(outputs.logits.float(), labels, soft, alpha, temperature)
+            return (loss, outputs) if return_outputs else loss
+
+    return DistillTrainer
