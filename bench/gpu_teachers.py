@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tarfile
@@ -24,11 +25,15 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-ATTENTION_ONLY = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.1, "target_modules": ["q", "k", "v", "o"]}
+LORA = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.1, "modules_to_save": ["classifier"]}
+CONFIGS = {  # MPNet's linear layers: attention q/k/v/o, intermediate.dense, output.dense; the head is `classifier`
+    "all_linear": {**LORA, "target_modules": "all-linear"},
+    "attention_only": {**LORA, "target_modules": ["q", "k", "v", "o"]},
+}
 
 
 def plan(dry_run: bool) -> list[tuple[str, list[str]]]:
-    """(run name, extra `finsent train` flags) for every run."""
+    """(run name, extra `finsent train` flags) for every run; names starting "all-" or "50-" are teachers to keep."""
     if dry_run:
         tiny = ["--max_train_samples", "60", "--max_eval_samples", "40", "--num_epochs", "1", "--max_length", "48"]
         return [
@@ -37,17 +42,32 @@ def plan(dry_run: bool) -> list[tuple[str, list[str]]]:
         ]
     runs = []
     for s in range(5):
-        runs.append((f"all-s{s}", ["--use_lora", "--agreement", "all", "--seed", str(s)]))
-        runs.append((f"50-s{s}", ["--use_lora", "--agreement", "50", "--seed", str(s)]))
+        runs.append(
+            (f"all-s{s}", ["--use_lora", "--lora_config", "all_linear", "--agreement", "all", "--seed", str(s)])
+        )
+        runs.append((f"50-s{s}", ["--use_lora", "--lora_config", "all_linear", "--agreement", "50", "--seed", str(s)]))
         runs.append(
             (
                 f"attn-all-s{s}",
-                ["--use_lora", "--lora_config", "ATTENTION_ONLY", "--agreement", "all", "--seed", str(s)],
+                ["--use_lora", "--lora_config", "attention_only", "--agreement", "all", "--seed", str(s)],
             )
         )
     for s in range(3):
         runs.append((f"full-all-s{s}", ["--agreement", "all", "--seed", str(s), "--learning_rate", "3e-5"]))
     return runs
+
+
+def is_teacher(name: str) -> bool:
+    return name.startswith(("all-", "50-"))
+
+
+def finish(run: Path, data: str, device: str) -> None:
+    """A teacher's last step: round its adapter, then cache its logits on every PhraseBank sentence."""
+    from finsent.data import load_data
+    from finsent.distill import teacher_logits
+
+    round_adapter(run)
+    teacher_logits(run, load_data(data, "50").texts, device=device)  # every PhraseBank sentence is in 50Agree
 
 
 def round_adapter(run: Path) -> None:
@@ -77,12 +97,18 @@ def main() -> None:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--work", type=Path, default=Path("/tmp/teachers"))
     p.add_argument("--dry_run", action="store_true")
+    p.add_argument("--finish", type=Path, help="(internal) the last step of one teacher run")
+    p.add_argument("--parallel", type=int, default=10, help="runs side by side on the one GPU (default: 10)")
+    p.add_argument("--deadline_s", type=float, default=420, help="kill runs still going after this (default: 420)")
     args = p.parse_args()
+    device = "cpu" if args.dry_run else "cuda"
+    if args.finish:
+        return finish(args.finish, args.data, device)
     args.work.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
     env = {
         **os.environ,
-        "PYTHONPATH": str(ROOT / "src"),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])),
         "PYTHONUNBUFFERED": "1",
         "HF_HUB_OFFLINE": "1",
         "OMP_NUM_THREADS": "2",
@@ -95,38 +121,60 @@ def main() -> None:
             [sys.executable, str(ROOT / "bench/pack_weights.py"), "restore", str(args.stash / "mpnet"), model],
             check=True,
         )
-    attention_only = args.work / "lora_attention_only.json"
-    attention_only.write_text(json.dumps(ATTENTION_ONLY))
+    for name, config in CONFIGS.items():
+        (args.work / f"{name}.json").write_text(json.dumps(config))
 
     start = time.time()
-    procs = {}
-    for name, flags in plan(args.dry_run):
-        flags = [str(attention_only) if f == "ATTENTION_ONLY" else f for f in flags]
-        cmd = [
-            sys.executable,
-            str(ROOT / "train.py"),
-            "--model_name",
-            model,
-            "--data_path",
-            args.data,
-            "--output_dir",
-            str(args.work / name),
-            "--tracking_uri",
-            f"sqlite:///{args.work}/mlruns.db",
-            *flags,
-        ]
-        log = open(args.work / f"{name}.log", "w")  # closed after wait
-        procs[name] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log)
-    for name, (proc, log) in procs.items():
-        proc.wait()
-        log.close()
-        print(f"{name}: exit {proc.returncode} at {time.time() - start:.0f}s", flush=True)
+    queue = sorted(plan(args.dry_run), key=lambda run: not is_teacher(run[0]))  # teachers first
+    running: dict[str, tuple[subprocess.Popen, object]] = {}
+    while queue or running:
+        if queue and len(running) < args.parallel and time.time() - start < args.deadline_s - 150:
+            name, flags = queue.pop(0)
+            flags = [str(args.work / f"{f}.json") if f in CONFIGS else f for f in flags]
+            train = [
+                sys.executable,
+                str(ROOT / "train.py"),
+                "--model_name",
+                model,
+                "--data_path",
+                args.data,
+                "--output_dir",
+                str(args.work / name),
+                "--tracking_uri",
+                f"sqlite:///{args.work}/{name}.db",
+                *flags,
+            ]
+            steps = [shlex.join(train)]
+            if is_teacher(name):
+                finish_cmd = [
+                    sys.executable,
+                    __file__,
+                    "--data",
+                    args.data,
+                    "--out",
+                    str(args.out),
+                    "--finish",
+                    str(args.work / name),
+                ]
+                steps.append(shlex.join(finish_cmd + (["--dry_run"] if args.dry_run else [])))
+            log = open(args.work / f"{name}.log", "w")  # closed when the run ends
+            running[name] = (
+                subprocess.Popen(["bash", "-c", " && ".join(steps)], stdout=log, stderr=subprocess.STDOUT, env=env),
+                log,
+            )
+            continue
+        if not queue or time.time() - start >= args.deadline_s - 150:
+            queue.clear()  # too late to start another run
+        for name, (proc, log) in list(running.items()):
+            if proc.poll() is None and time.time() - start > args.deadline_s:
+                proc.kill()
+                proc.wait()
+            if proc.poll() is not None:
+                log.close()
+                del running[name]
+                print(f"{name}: exit {proc.returncode} at {time.time() - start:.0f}s", flush=True)
+        time.sleep(1)
 
-    sys.path.insert(0, str(ROOT / "src"))
-    from finsent.data import load_data
-    from finsent.distill import teacher_logits
-
-    everything = load_data(args.data, "50").texts  # every PhraseBank sentence is in the 50Agree file
     rows = []
     for name, _ in plan(args.dry_run):
         run = args.work / name
@@ -144,31 +192,32 @@ def main() -> None:
                 "train_runtime_s": r["train_runtime_s"],
                 "epochs_run": r.get("epochs_run"),
                 "device": r["config"].get("device"),
+                "precision": r["config"].get("precision"),
+                "temperature": r.get("temperature"),
             }
         )
-        if (run / "adapter_model.safetensors").is_file():
-            round_adapter(run)
-            t = time.time()
-            teacher_logits(run, everything, device="cpu" if args.dry_run else "cuda")
-            rows[-1]["logits_s"] = round(time.time() - t, 1)
     (args.out / "teachers.json").write_text(json.dumps(rows, indent=1))
     for row in rows:
         print(json.dumps(row)[:400])
 
-    keep = [name for name, _ in plan(args.dry_run) if (args.work / name / "adapter_model.safetensors").is_file()]
+    keep = [n for n, _ in plan(args.dry_run) if is_teacher(n) and (args.work / n / "teacher_logits.npz").is_file()]
     archive = args.work / "teachers.tar.xz"
     with tarfile.open(archive, "w:xz", preset=6) as tar:
         for name in keep:
-            tar.add(args.work / name, arcname=name, filter=lambda ti: None if "/checkpoints" in ti.name else ti)
+            tar.add(args.work / name, arcname=name, filter=lambda ti: None if ti.name.endswith("README.md") else ti)
         for name, _ in plan(args.dry_run):
             tar.add(args.work / f"{name}.log", arcname=f"logs/{name}.log")
     data = archive.read_bytes()
     step = 15 * 1024 * 1024
+    parts = args.work / "parts"
+    parts.mkdir(exist_ok=True)
     for i in range(0, len(data), step):
-        (args.out / f"teachers.tar.xz.{i // step:02d}").write_bytes(data[i : i + step])
+        (parts / f"teachers.tar.xz.{i // step:02d}").write_bytes(data[i : i + step])
+    for part in sorted(parts.iterdir())[:3]:  # at most 64 MiB come back per call: the rest on the next call
+        (args.out / part.name).write_bytes(part.read_bytes())
     print(
-        f"packed {len(keep)} run folders: {len(data) / 1e6:.1f} MB in {(len(data) + step - 1) // step} parts "
-        f"({time.time() - start:.0f}s in all)"
+        f"packed {len(keep)} run folders: {len(data) / 1e6:.1f} MB in {len(list(parts.iterdir()))} parts "
+        f"in {parts} ({time.time() - start:.0f}s in all)"
     )
 
 
