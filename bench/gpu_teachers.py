@@ -32,7 +32,7 @@ CONFIGS = {  # MPNet's linear layers: attention q/k/v/o, intermediate.dense, out
 }
 
 
-def plan(dry_run: bool) -> list[tuple[str, list[str]]]:
+def plan(dry_run: bool, teacher_lora: str = "all_linear", variants: bool = True) -> list[tuple[str, list[str]]]:
     """(run name, extra `finsent train` flags) for every run; names starting "all-" or "50-" are teachers to keep."""
     if dry_run:
         tiny = ["--max_train_samples", "60", "--max_eval_samples", "40", "--num_epochs", "1", "--max_length", "48"]
@@ -42,18 +42,20 @@ def plan(dry_run: bool) -> list[tuple[str, list[str]]]:
         ]
     runs = []
     for s in range(5):
-        runs.append(
-            (f"all-s{s}", ["--use_lora", "--lora_config", "all_linear", "--agreement", "all", "--seed", str(s)])
-        )
-        runs.append((f"50-s{s}", ["--use_lora", "--lora_config", "all_linear", "--agreement", "50", "--seed", str(s)]))
-        runs.append(
-            (
-                f"attn-all-s{s}",
-                ["--use_lora", "--lora_config", "attention_only", "--agreement", "all", "--seed", str(s)],
+        for level in ("all", "50"):
+            runs.append(
+                (f"{level}-s{s}", ["--use_lora", "--lora_config", teacher_lora, "--agreement", level, "--seed", str(s)])
             )
-        )
-    for s in range(3):
-        runs.append((f"full-all-s{s}", ["--agreement", "all", "--seed", str(s), "--learning_rate", "3e-5"]))
+    if variants:  # the LoRA-target and full fine-tuning comparisons, on AllAgree
+        for s in range(5):
+            runs.append(
+                (
+                    f"attn-all-s{s}",
+                    ["--use_lora", "--lora_config", "attention_only", "--agreement", "all", "--seed", str(s)],
+                )
+            )
+        for s in range(3):
+            runs.append((f"full-all-s{s}", ["--agreement", "all", "--seed", str(s), "--learning_rate", "3e-5"]))
     return runs
 
 
@@ -98,6 +100,8 @@ def main() -> None:
     p.add_argument("--work", type=Path, default=Path("/tmp/teachers"))
     p.add_argument("--dry_run", action="store_true")
     p.add_argument("--finish", type=Path, help="(internal) the last step of one teacher run")
+    p.add_argument("--teacher_lora", default="all_linear", choices=sorted(CONFIGS), help="the teachers' LoRA targets")
+    p.add_argument("--no_variants", action="store_true", help="train only the teachers")
     p.add_argument("--parallel", type=int, default=10, help="runs side by side on the one GPU (default: 10)")
     p.add_argument("--deadline_s", type=float, default=420, help="kill runs still going after this (default: 420)")
     args = p.parse_args()
@@ -125,7 +129,9 @@ def main() -> None:
         (args.work / f"{name}.json").write_text(json.dumps(config))
 
     start = time.time()
-    queue = sorted(plan(args.dry_run), key=lambda run: not is_teacher(run[0]))  # teachers first
+    queue = sorted(
+        plan(args.dry_run, args.teacher_lora, not args.no_variants), key=lambda run: not is_teacher(run[0])
+    )  # teachers first
     running: dict[str, tuple[subprocess.Popen, object]] = {}
     while queue or running:
         if queue and len(running) < args.parallel and time.time() - start < args.deadline_s - 150:
@@ -176,7 +182,7 @@ def main() -> None:
         time.sleep(1)
 
     rows = []
-    for name, _ in plan(args.dry_run):
+    for name, _ in plan(args.dry_run, args.teacher_lora, not args.no_variants):
         run = args.work / name
         results = run / "results.json"
         if not results.is_file():
@@ -200,12 +206,16 @@ def main() -> None:
     for row in rows:
         print(json.dumps(row)[:400])
 
-    keep = [n for n, _ in plan(args.dry_run) if is_teacher(n) and (args.work / n / "teacher_logits.npz").is_file()]
+    keep = [
+        n
+        for n, _ in plan(args.dry_run, args.teacher_lora, not args.no_variants)
+        if is_teacher(n) and (args.work / n / "teacher_logits.npz").is_file()
+    ]
     archive = args.work / "teachers.tar.xz"
     with tarfile.open(archive, "w:xz", preset=6) as tar:
         for name in keep:
             tar.add(args.work / name, arcname=name, filter=lambda ti: None if ti.name.endswith("README.md") else ti)
-        for name, _ in plan(args.dry_run):
+        for name, _ in plan(args.dry_run, args.teacher_lora, not args.no_variants):
             tar.add(args.work / f"{name}.log", arcname=f"logs/{name}.log")
     data = archive.read_bytes()
     step = 15 * 1024 * 1024
