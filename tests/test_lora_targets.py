@@ -9,6 +9,7 @@ import torch
 
 from finsent import modeling
 from finsent.errors import FinsentError
+from finsent.hub import packaged_model_dir
 from finsent.training_args import PACKAGED_CONFIG_DIR
 
 DEFAULT = json.loads((PACKAGED_CONFIG_DIR / "lora_config.json").read_text())
@@ -116,7 +117,7 @@ def test_default_config_adapts_every_encoder_linear_layer_and_trains_the_head(ar
 
 def test_default_on_bert_is_the_measured_recipe_unchanged():
     """Same adapted layers, same trainable parameters, same initial weights as the BERT regex config on MiniLM."""
-    model = modeling.load_base_model(modeling.resolve_model_name(None))
+    model = modeling.load_base_model(str(packaged_model_dir()))
     torch.manual_seed(0)
     new = modeling.apply_lora(copy.deepcopy(model), DEFAULT)
     torch.manual_seed(0)

