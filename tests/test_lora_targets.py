@@ -156,3 +156,11 @@ def test_regex_and_head_that_match_nothing_fail_with_one_line():
         FinsentError, match=r"modules_to_save \['pooler'\] name no module.*head modules are \['classifier'\]"
     ):
         modeling.lora_targets(tiny("roberta"), BERT_REGEX)
+
+
+def test_explicit_null_head_leaves_it_to_peft_and_all_linear_then_covers_the_pooler():
+    wrapped = modeling.apply_lora(tiny("bert"), {**DEFAULT, "modules_to_save": None})
+    assert "bert.pooler.dense" in adapted(wrapped) and "classifier" not in adapted(wrapped)
+    trainable = {n for n, p in wrapped.named_parameters() if p.requires_grad}
+    assert any("classifier.modules_to_save" in n for n in trainable)
+    assert not any("pooler.modules_to_save" in n for n in trainable)
