@@ -90,7 +90,7 @@ class FrozenEncoder:
         import torch
         from transformers import AutoModel, AutoTokenizer
 
-        from finsent.modeling import packaged_model_dir
+        from finsent.hub import packaged_model_dir
 
         self.torch = torch
         self.tok = AutoTokenizer.from_pretrained(packaged_model_dir())

