@@ -209,7 +209,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         source = predict.open_args(args.texts)
     elif sys.stdin is None or sys.stdin.isatty():
         raise FinsentError(
-            "nothing to score: give sentences as arguments, --input FILE (csv, jsonl or txt), or pipe them on stdin, one a line"
+            "nothing to score: give sentences as arguments, --input FILE (csv, tsv, json, jsonl, parquet or txt), or pipe them on stdin, one a line"
         )
     else:
         source = predict.open_stdin()
@@ -292,13 +292,15 @@ def add_serving_commands(sub) -> None:
             help="CPU threads for inference (default: the library's choice, all cores)",
         )
 
-    p = sub.add_parser("predict", help="score sentences from arguments, stdin or a csv/jsonl/txt file")
+    p = sub.add_parser(
+        "predict", help="score sentences from arguments, stdin or a table (csv, tsv, json, jsonl, parquet, txt)"
+    )
     p.add_argument("texts", nargs="*", metavar="TEXT", help="sentences to score (else --input, else stdin, one a line)")
     model_args(p)
     p.add_argument(
         "--input",
         default=None,
-        help="a .csv or .jsonl file with a text column, or a .txt file with one sentence a line",
+        help="a table with a text column (.csv with or without BOM, .tsv, .json list, .jsonl, .parquet) or a .txt file with one sentence a line; a path or an fsspec URL such as s3://bucket/file.csv",
     )
     p.add_argument(
         "--output",

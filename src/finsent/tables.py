@@ -25,6 +25,7 @@ FORMATS = {
     ".pq": "parquet",
     ".txt": "txt",
 }
+TABLE_FORMATS = ("csv", "tsv", "json", "jsonl", "parquet")  # formats with named columns (TXT has only text)
 DELIMITERS = {"csv": ",", "tsv": "\t"}
 PARQUET_BATCH_ROWS = 2048
 
@@ -129,7 +130,7 @@ def _parquet_rows(pf, name: str) -> Iterator[Row]:
             yield Row(rec, f"{name}:row {n}")
 
 
-def _decoded(rows: Iterator[Row], name: str) -> Iterator[Row]:
+def decoded(rows: Iterator[Row], name: str) -> Iterator[Row]:
     try:
         yield from rows
     except UnicodeDecodeError as e:
@@ -154,7 +155,7 @@ def open_table(
     """Open a table for streaming (only a CSV header or Parquet schema is read now).
 
     `required` columns are checked against the header where the format has one (JSON records are the caller's to
-    check); `hint` (e.g. "set --text_column") ends that message, `missing` the one for a file that does not exist.
+    check); `hint` (e.g. "set --text_column") ends that message; `missing` replaces "no such file" for a missing one.
     The format comes from the suffix (unknown: TXT) unless `fmt` names it."""
     import fsspec
 
@@ -166,7 +167,7 @@ def open_table(
     except (ValueError, ImportError) as e:
         raise FinsentError(f"{name}: cannot open ({e})") from None
     if not exists:
-        raise FinsentError(f"{name}: no such file{'; ' + missing if missing else ''}")
+        raise FinsentError(f"{name}: {missing or 'no such file'}")
     try:
         raw = opener.open()
         size = opener.fs.size(opener.path)
@@ -211,7 +212,7 @@ def open_table(
     except BaseException:
         f.close()
         raise
-    return Table(name, fmt, columns, _decoded(rows, name), size, raw.tell, f.close)
+    return Table(name, fmt, columns, decoded(rows, name), size, raw.tell, f.close)
 
 
 def read_rows(path: str | Path, required: Sequence[str] = (), hint: str = "", fmt: str | None = None) -> list[Row]:
