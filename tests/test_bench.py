@@ -171,6 +171,7 @@ def test_tune_pools_calls_of_one_configuration_and_ranks_by_paired_gain():
     assert "| lr 5e-4 | [0, 1, 2] | 0.9533 ± 0.0205 | +0.0133 |" in tune.to_markdown(rows)
 
 
+@pytest.mark.slow  # trains a model
 def test_tune_records_the_lora_settings_that_ran_not_only_their_path(phrasebank_zip, tmp_path):
     tune = load_script("tune")
     lora = tmp_path / "rank4.json"
