@@ -11,10 +11,11 @@ from finsent.training_args import AGREEMENTS, TrainConfig, train_arg_parser
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    fields = TrainConfig.__dataclass_fields__
+    cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})  # a bad value stops here, at once
     from finsent.trainer import train
 
-    fields = TrainConfig.__dataclass_fields__
-    train(TrainConfig(**{k: v for k, v in vars(args).items() if k in fields}))
+    train(cfg)
     return 0
 
 
