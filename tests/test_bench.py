@@ -37,6 +37,7 @@ def test_accuracy_benchmark_tfidf_two_seeds(phrasebank_zip, tmp_path):
     assert f"| TF-IDF + logistic regression | {pooled['n']} | {row['ece_calibrated']['mean']:.4f} |" in md
 
 
+@pytest.mark.slow  # embeds every sentence with MiniLM
 def test_accuracy_update_remeasures_one_method_and_keeps_the_rest(phrasebank_zip, tmp_path):
     accuracy = load_script("accuracy")
     common = ["--data_path", str(phrasebank_zip), "--seeds", "0", "1", "--out", str(tmp_path)]
