@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Train the all-mpnet-base-v2 teachers on one GPU machine and pack their run folders for the way back.
 
-    python bench/gpu_teachers.py --stash DIR --data FinancialPhraseBank-v1.0.zip --out DIR [--dry_run]
+    python bench/gpu_teachers.py --stash DIR --data FinancialPhraseBank-v1.0.zip --out DIR [--dry_run]   # there
+    python bench/gpu_teachers.py --unpack teachers.tar.xz.* --out runs/teachers                          # here
 
 DIR of --stash holds `mpnet/` from `bench/pack_weights.py pack` (the weights travel as fp16 chunks). Every run is a
 plain `finsent train` (bf16 on the GPU); they run side by side on the one GPU. Afterwards each LoRA adapter is
@@ -92,10 +93,36 @@ def val_accuracy(run: Path) -> float | None:
         return float((z["logits"].argmax(1) == z["labels"]).mean())
 
 
+def unpack(parts: list[Path], dest: Path) -> None:
+    """Here, after the trip back: join the parts, untar, and name the base model by its registry name again."""
+    import io
+
+    dest.mkdir(parents=True, exist_ok=True)
+    data = b"".join(p.read_bytes() for p in sorted(parts, key=lambda p: p.name))
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:xz") as tar:
+        tar.extractall(dest, filter="data")
+    for run in sorted(d for d in dest.iterdir() if (d / "finsent_model.json").is_file()):
+        for name, keys in (
+            ("finsent_model.json", ["model_name"]),
+            ("results.json", ["model_name", "config"]),
+            ("adapter_config.json", ["base_model_name_or_path"]),
+        ):
+            path = run / name
+            obj = json.loads(path.read_text())
+            for key in keys:
+                if key == "config":
+                    obj["config"]["model_name"] = "all-mpnet-base-v2"
+                else:
+                    obj[key] = "all-mpnet-base-v2"
+            path.write_text(json.dumps(obj, indent=2) + "\n")
+        print(f"{run}: base model all-mpnet-base-v2 (`finsent models fetch all-mpnet-base-v2` resolves it)")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--stash", type=Path)
-    p.add_argument("--data", required=True)
+    p.add_argument("--data")
+    p.add_argument("--unpack", type=Path, nargs="+", help="(here) the teachers.tar.xz.NN parts that came back")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--work", type=Path, default=Path("/tmp/teachers"))
     p.add_argument("--dry_run", action="store_true")
@@ -105,6 +132,8 @@ def main() -> None:
     p.add_argument("--parallel", type=int, default=10, help="runs side by side on the one GPU (default: 10)")
     p.add_argument("--deadline_s", type=float, default=420, help="kill runs still going after this (default: 420)")
     args = p.parse_args()
+    if args.unpack:
+        return unpack(args.unpack, args.out)
     device = "cpu" if args.dry_run else "cuda"
     if args.finish:
         return finish(args.finish, args.data, device)

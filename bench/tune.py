@@ -15,12 +15,11 @@ import dataclasses
 import json
 import sys
 import tempfile
-import typing
 from pathlib import Path
 
 import numpy as np
 
-from finsent import metrics, modeling
+from finsent import metrics, modeling, training_args
 from finsent.data import LABELS
 from finsent.errors import FinsentError
 from finsent.runs import read_val_logits
@@ -29,27 +28,11 @@ from finsent.training_args import TrainConfig
 
 
 def parse_overrides(pairs: list[str]) -> dict:
-    """key=value strings -> TrainConfig keyword arguments, typed by the dataclass annotations."""
-    hints = typing.get_type_hints(TrainConfig)
-    out = {}
-    for pair in pairs:
-        key, _, raw = pair.partition("=")
-        if key not in hints:
-            raise SystemExit(f"--set {pair}: {key} is not a TrainConfig field (one of {', '.join(hints)})")
-        kinds = typing.get_args(hints[key]) or (hints[key],)
-        if raw.lower() in ("none", "null"):
-            out[key] = None
-        elif bool in kinds:
-            out[key] = raw.lower() in ("1", "true", "yes")
-        else:
-            kind = next((k for k in (int, float) if k in kinds), str)
-            try:
-                out[key] = kind(raw)
-            except ValueError:
-                raise SystemExit(
-                    f"--set {pair}: {key} takes a {kind.__name__} (KEY=VALUE, e.g. num_epochs=3)"
-                ) from None
-    return out
+    """key=value strings -> TrainConfig keyword arguments, typed like the `finsent train` flags."""
+    try:
+        return training_args.parse_overrides(pairs)
+    except FinsentError as e:
+        raise SystemExit(str(e)) from None
 
 
 def validation_scores(run_dir: Path) -> dict:

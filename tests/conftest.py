@@ -11,6 +11,16 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA_ZIP = Path(os.environ.get("FINSENT_DATA", ROOT.parent / "shared" / "data" / "FinancialPhraseBank-v1.0.zip"))
 
 
+TRAINED_FIXTURES = {"lora_run", "full_run", "onnx_run"}
+
+
+def pytest_collection_modifyitems(items):
+    """Every test that needs a trained run (a fixture that trains one) is slow."""
+    for item in items:
+        if TRAINED_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def phrasebank_zip() -> Path:
     if not DATA_ZIP.is_file():

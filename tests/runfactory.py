@@ -8,6 +8,7 @@ import numpy as np
 
 from finsent.data import LABELS
 from finsent.evaluation import evaluate_logits, write_report
+from finsent.runs import write_val_logits
 
 
 def synthetic_logits(n: int, seed: int, accuracy: float = 0.85, scale: float = 6.0) -> tuple[np.ndarray, np.ndarray]:
@@ -36,7 +37,7 @@ def write_fake_run(
     summary, rows = evaluate_logits(logits, y, texts, version)
     val_logits, val_y = synthetic_logits(n, seed + 1000, accuracy)
     path.mkdir(parents=True, exist_ok=True)
-    np.savez(path / "val_logits.npz", logits=val_logits, labels=val_y)
+    write_val_logits(path, val_logits, val_y)
     results = {
         "version": version,
         "model_name": "synthetic",

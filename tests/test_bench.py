@@ -37,6 +37,7 @@ def test_accuracy_benchmark_tfidf_two_seeds(phrasebank_zip, tmp_path):
     assert f"| TF-IDF + logistic regression | {pooled['n']} | {row['ece_calibrated']['mean']:.4f} |" in md
 
 
+@pytest.mark.slow  # embeds every sentence with MiniLM
 def test_accuracy_update_remeasures_one_method_and_keeps_the_rest(phrasebank_zip, tmp_path):
     accuracy = load_script("accuracy")
     common = ["--data_path", str(phrasebank_zip), "--seeds", "0", "1", "--out", str(tmp_path)]
@@ -171,6 +172,7 @@ def test_tune_pools_calls_of_one_configuration_and_ranks_by_paired_gain():
     assert "| lr 5e-4 | [0, 1, 2] | 0.9533 ± 0.0205 | +0.0133 |" in tune.to_markdown(rows)
 
 
+@pytest.mark.slow  # trains a model
 def test_tune_records_the_lora_settings_that_ran_not_only_their_path(phrasebank_zip, tmp_path):
     tune = load_script("tune")
     lora = tmp_path / "rank4.json"

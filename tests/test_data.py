@@ -110,6 +110,7 @@ def _cli(*args, cwd=None):
     )
 
 
+@pytest.mark.slow  # each case starts `python -m finsent train`
 @pytest.mark.parametrize(
     "case", ["no_label", "missing", "bad_lora_key", "bad_lora_json", "bad_lora_value", "not_a_zip"]
 )

@@ -168,6 +168,7 @@ class StubPredictor:
         return Scores(probs, np.zeros(len(texts), dtype=bool), self.labels)
 
 
+@pytest.mark.slow  # 60,000 rows under tracemalloc
 def test_file_is_streamed_in_chunks(tmp_path):
     src = tmp_path / "big.csv"
     n = 60_000

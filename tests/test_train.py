@@ -15,6 +15,8 @@ from conftest import train_short
 from finsent.data import load_data, split_data
 from finsent.metrics import error_types
 
+pytestmark = pytest.mark.slow  # every test here trains a model
+
 CONTRACT_KEYS = {
     "version",
     "model_name",
@@ -205,6 +207,48 @@ def test_interrupted_training_resumes(tmp_path, phrasebank_zip):
     assert "resuming from" in done.stdout
     results = json.loads((out / "results.json").read_text())
     assert results["epochs_run"] == 3 and results["version"] == "v1"
+
+
+def test_training_killed_with_sigkill_resumes_to_a_complete_run_folder(tmp_path, phrasebank_zip):
+    """kill -9 after the first checkpoint (no handler runs), then --resume_from_checkpoint auto finishes the run."""
+    from finsent.runs import EVALUATION_LOG, MODEL_INFO, RESULTS, read_log, read_model_info, read_results
+
+    out = tmp_path / "killed"
+    args = [
+        sys.executable,
+        "-m",
+        "finsent",
+        "train",
+        "--data_path",
+        str(phrasebank_zip),
+        "--output_dir",
+        str(out),
+        "--use_lora",
+        "--num_epochs",
+        "2",
+        "--max_train_samples",
+        "300",
+        "--max_eval_samples",
+        "60",
+        "--max_length",
+        "64",
+    ]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 600
+    while not list((out / "checkpoints").glob("checkpoint-*/trainer_state.json")) and time.time() < deadline:
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.1)
+    proc.kill()  # SIGKILL
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert not (out / RESULTS).exists() and (out / MODEL_INFO).is_file()
+    done = subprocess.run(args + ["--resume_from_checkpoint", "auto"], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr
+    assert "resuming from" in done.stdout
+    results = read_results(out)
+    assert results["epochs_run"] == 2 and results["version"] == read_model_info(out).version
+    assert len(read_log(out)) == results["n_test"] == 60 and (out / EVALUATION_LOG).is_file()
+    assert (out / "adapter_model.safetensors").is_file() and not (out / "checkpoints").exists()
 
 
 def test_checkpoint_with_other_label_order_is_remapped(full_run, tmp_path):

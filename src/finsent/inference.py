@@ -131,6 +131,7 @@ class Scores:
     probs: np.ndarray
     truncated: np.ndarray
     labels: tuple[str, ...]
+    answered_by: list[str] | None = None  # a cascade's: which model's probabilities each row holds
 
     def records(self) -> list[dict]:
         """One dict per input: label, confidence, probabilities by label, truncated."""
@@ -141,6 +142,7 @@ class Scores:
                 "confidence": round(float(self.probs[i, pred[i]]), 6),
                 "probabilities": {name: round(float(self.probs[i, j]), 6) for j, name in enumerate(self.labels)},
                 "truncated": bool(self.truncated[i]),
+                **({} if self.answered_by is None else {"answered_by": self.answered_by[i]}),
             }
             for i in range(len(self.probs))
         ]
@@ -253,3 +255,67 @@ class Predictor:
                 **(read_export_info(self.backend.path.parent).get("quantization") or {}),
             }
         return meta
+
+
+def margins(probs: np.ndarray) -> np.ndarray:
+    """Top-1 minus top-2 probability per row."""
+    top = np.sort(probs, axis=1)
+    return top[:, -1] - top[:, -2]
+
+
+class CascadePredictor:
+    """A fast student scores every sentence; a teacher re-scores those whose calibrated margin is below a threshold."""
+
+    extra_fields = ("answered_by",)
+
+    def __init__(self, student: Predictor, teacher: Predictor, threshold: float | None = None):
+        stored = student.info.extra.get("cascade", {})
+        if threshold is None:
+            threshold = stored.get("margin_threshold")
+        if threshold is None:
+            raise FinsentError(
+                f"{student.model_dir}: no cascade threshold stored (it comes from `finsent distill`); "
+                "pass --cascade_threshold, e.g. 0.5"
+            )
+        if tuple(teacher.labels) != tuple(student.labels):
+            raise FinsentError(f"{teacher.model_dir}: the teacher's labels {teacher.labels} differ from the student's")
+        self.student, self.teacher, self.threshold = student, teacher, float(threshold)
+        self.info = student.info
+        self.model_dir = student.model_dir
+        self.deferred = self.scored = 0
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.student.labels
+
+    @property
+    def backend_name(self) -> str:
+        return f"cascade({self.student.backend_name}+{self.teacher.backend_name})"
+
+    def score(self, texts: Sequence[str]) -> Scores:
+        scores = self.student.score(texts)
+        defer = np.flatnonzero(margins(scores.probs) < self.threshold) if len(texts) else np.zeros(0, dtype=int)
+        answered = [self.student.info.version] * len(texts)
+        if len(defer):
+            again = self.teacher.score([texts[i] for i in defer])
+            scores.probs[defer] = again.probs
+            scores.truncated[defer] = again.truncated
+            for i in defer:
+                answered[i] = self.teacher.info.version
+        self.scored += len(texts)
+        self.deferred += len(defer)
+        return Scores(scores.probs, scores.truncated, self.labels, answered)
+
+    def predict(self, texts: Sequence[str]) -> list[dict]:
+        return self.score(texts).records()
+
+    def metadata(self) -> dict:
+        return {
+            **self.student.metadata(),
+            "backend": self.backend_name,
+            "cascade": {
+                "teacher": self.teacher.metadata(),
+                "margin_threshold": self.threshold,
+                "deferred_share": self.deferred / self.scored if self.scored else None,
+            },
+        }

@@ -1,4 +1,4 @@
-"""Batch prediction: sentences from arguments, stdin or a csv/jsonl/txt file, streamed in chunks to csv/jsonl."""
+"""Batch prediction: sentences from arguments, stdin or a table (finsent.tables), streamed in chunks to csv/jsonl."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from finsent import tables
 from finsent.errors import FinsentError
 from finsent.inference import is_valid_unicode
 from finsent.serialization import write_stream
 
 CHUNK_SIZE = 2048
-INPUT_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".txt": "txt"}
 OUTPUT_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 
 
@@ -51,15 +51,6 @@ class Summary:
     empty_where: list[str] = field(default_factory=list)
 
 
-def input_format(path: Path) -> str:
-    suffix = path.suffix.lower()
-    if suffix == ".json":
-        raise FinsentError(
-            f"{path}: a .json file is not read; use JSON Lines (.jsonl, one object per line), .csv or .txt"
-        )
-    return INPUT_FORMATS.get(suffix, "txt")
-
-
 def output_format(path: Path) -> str:
     fmt = OUTPUT_FORMATS.get(path.suffix.lower())
     if fmt is None:
@@ -71,96 +62,34 @@ def _clean(text: str | None) -> str | None:
     return text if text is not None and text.strip() else None
 
 
-def iter_txt(lines: Iterable[str], name: str) -> Iterator[Row]:
-    """One sentence a line; blank lines are skipped."""
-    for lineno, line in enumerate(lines, start=1):
-        line = line.rstrip("\r\n")
-        if line.strip():
-            yield Row({"text": line}, line, f"{name}:{lineno}")
-
-
-def iter_jsonl(lines: Iterable[str], name: str, text_column: str) -> Iterator[Row]:
-    """One JSON object a line; the text field must be a string (null or empty: nothing to score)."""
-    for lineno, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        where = f"{name}:{lineno}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise FinsentError(f"{where}: invalid JSON ({e.msg}); expected one object per line") from None
-        if not isinstance(obj, dict):
-            raise FinsentError(f"{where}: expected a JSON object, got {type(obj).__name__}")
-        if text_column not in obj:
+def _text_rows(rows: Iterator[tables.Row], text_column: str) -> Iterator[Row]:
+    """The rows of a table with the text to score: a string, or null/empty for nothing to score."""
+    for row in rows:
+        if text_column not in row.fields:
             raise FinsentError(
-                f"{where}: no field {text_column!r}; set --text_column to the field holding the sentence"
+                f"{row.where}: no field {text_column!r}; set --text_column to the field holding the sentence"
             )
-        text = obj[text_column]
+        text = row.fields[text_column]
         if text is not None and not isinstance(text, str):
-            raise FinsentError(f"{where}: field {text_column!r} must be a string, got {type(text).__name__}")
+            raise FinsentError(f"{row.where}: field {text_column!r} must be a string, got {type(text).__name__}")
         if text is not None and not is_valid_unicode(text):
             raise FinsentError(
-                f"{where}: field {text_column!r} is not valid Unicode (a lone surrogate escape); fix the text"
+                f"{row.where}: field {text_column!r} is not valid Unicode (a lone surrogate escape); fix the text"
             )
-        yield Row(obj, _clean(text), where)
-
-
-def iter_csv(reader: csv.DictReader, name: str, text_column: str) -> Iterator[Row]:
-    """CSV rows after the header; an empty text cell is kept as a row with nothing to score."""
-    try:
-        for rec in reader:
-            where = f"{name}:{reader.line_num}"
-            if None in rec:
-                raise FinsentError(
-                    f"{where}: {len(rec[None])} more cells than the header's {len(reader.fieldnames)} columns; quote fields that contain commas"
-                )
-            yield Row(rec, _clean(rec[text_column]), where)
-    except csv.Error as e:
-        raise FinsentError(f"{name}:{reader.line_num}: not valid CSV ({e})") from None
-
-
-def _decoded(rows: Iterator[Row], name: str) -> Iterator[Row]:
-    try:
-        yield from rows
-    except UnicodeDecodeError as e:
-        raise FinsentError(
-            f"{name}: not UTF-8 text (byte {e.start} of a read block: {e.reason}); save the file as UTF-8"
-        ) from None
+        yield Row(row.fields, _clean(text), row.where)
 
 
 def open_file(path: str | Path, text_column: str = "text") -> Source:
-    """Open a csv/jsonl/txt file for streaming (nothing is read but the CSV header)."""
-    path = Path(path)
-    fmt = input_format(path)
-    if not path.is_file():
-        raise FinsentError(f"{path}: no such input file; pass --input pointing at a .csv, .jsonl or .txt file")
-    try:
-        raw = open(path, "rb")
-    except OSError as e:
-        raise FinsentError(f"{path}: cannot read ({e.strerror}); check the file's permissions") from None
-    f = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="" if fmt == "csv" else None)
-    columns = None
-    try:
-        if fmt == "csv":
-            reader = csv.DictReader(f)
-            try:
-                columns = list(reader.fieldnames or [])
-            except UnicodeDecodeError:
-                raise FinsentError(f"{path}: not UTF-8 text; save the file as UTF-8") from None
-            if not columns:
-                raise FinsentError(f"{path}: empty file; expected a header line with a {text_column!r} column")
-            if text_column not in columns:
-                raise FinsentError(f"{path}: no column {text_column!r} in the header {columns}; set --text_column")
-            rows = iter_csv(reader, str(path), text_column)
-        elif fmt == "jsonl":
-            rows = iter_jsonl(f, str(path), text_column)
-        else:
-            rows = iter_txt(f, str(path))
-            columns = ["text"]
-    except BaseException:
-        f.close()
-        raise
-    return Source(str(path), columns, _decoded(rows, str(path)), path.stat().st_size, raw.tell, f.close)
+    """Open a table (csv, tsv, json, jsonl, parquet or txt; a path or URL) for streaming."""
+    table = tables.open_table(
+        path,
+        (text_column,),
+        hint="set --text_column",
+        missing="no such input file; pass --input pointing at a .csv, .tsv, .json, .jsonl, .parquet or .txt file",
+    )
+    return Source(
+        table.name, table.columns, _text_rows(table.rows, text_column), table.size, table.position, table.close
+    )
 
 
 def open_stdin(stream: TextIO | None = None) -> Source:
@@ -169,16 +98,19 @@ def open_stdin(stream: TextIO | None = None) -> Source:
     buffer = getattr(stream, "buffer", None)
     if buffer is not None:
         stream = io.TextIOWrapper(buffer, encoding="utf-8-sig")
-    return Source("<stdin>", ["text"], _decoded(iter_txt(stream, "<stdin>"), "<stdin>"))
+    rows = tables.decoded(tables.txt_rows(stream, "<stdin>"), "<stdin>")
+    return Source("<stdin>", ["text"], _text_rows(rows, "text"))
 
 
 def open_args(texts: list[str]) -> Source:
-    return Source("<arguments>", ["text"], iter_txt(texts, "argument"))
+    return Source("<arguments>", ["text"], _text_rows(tables.txt_rows(texts, "argument"), "text"))
 
 
-def output_columns(labels: Iterable[str], input_columns: Iterable[str]) -> tuple[dict[str, str], list[str]]:
+def output_columns(
+    labels: Iterable[str], input_columns: Iterable[str], extra: Iterable[str] = ()
+) -> tuple[dict[str, str], list[str]]:
     """Prediction column names (prefixed `pred_` where the input already has such a column) and the full header."""
-    names = ["label", "confidence", *[f"prob_{label}" for label in labels], "truncated"]
+    names = ["label", "confidence", *[f"prob_{label}" for label in labels], "truncated", *extra]
     taken = set(input_columns)
     prefix = "pred_" if taken & set(names) else ""
     mapping = {n: prefix + n for n in names}
@@ -217,7 +149,8 @@ def predict_rows(
     if first is None:
         raise FinsentError(f"{source.name}: no sentences to score")
     input_columns = source.columns if source.columns is not None else list(first.fields)
-    mapping, header = output_columns(predictor.labels, input_columns)
+    extra = getattr(predictor, "extra_fields", ())
+    mapping, header = output_columns(predictor.labels, input_columns, extra)
     writer = _Writer(f, fmt, header)
     summary = Summary()
     done = 0
@@ -228,7 +161,7 @@ def predict_rows(
         out = []
         for row in chunk:
             pred = next(it) if row.text is not None else None
-            out.append({**row.fields, **_flatten(pred, mapping, predictor.labels, fmt)})
+            out.append({**row.fields, **_flatten(pred, mapping, predictor.labels, fmt, extra)})
             if pred is None:
                 summary.empty += 1
                 if len(summary.empty_where) < 3:
@@ -248,7 +181,7 @@ def predict_rows(
     return summary
 
 
-def _flatten(pred: dict | None, mapping: dict[str, str], labels: Iterable[str], fmt: str) -> dict:
+def _flatten(pred: dict | None, mapping: dict[str, str], labels: Iterable[str], fmt: str, extra=()) -> dict:
     if pred is None:
         empty = None if fmt == "jsonl" else ""
         return {name: empty for name in mapping.values()}
@@ -257,6 +190,7 @@ def _flatten(pred: dict | None, mapping: dict[str, str], labels: Iterable[str], 
         mapping["confidence"]: pred["confidence"],
         **{mapping[f"prob_{label}"]: pred["probabilities"][label] for label in labels},
         mapping["truncated"]: pred["truncated"],
+        **{mapping[name]: pred[name] for name in extra},
     }
 
 

@@ -155,15 +155,14 @@ def write_export_info(folder: Path, info: dict) -> None:
 
 
 def recorded_version(run_dir: Path) -> str | None:
-    """The version a (possibly unfinished) run folder already carries, from finsent_model.json or results.json."""
-    for name in (MODEL_INFO, RESULTS):
-        try:
-            version = read_json(Path(run_dir) / name).get("version")
-        except (OSError, ValueError, AttributeError):
-            continue
-        if version:
-            return str(version)
-    return None
+    """The version a (possibly unfinished) run folder already carries, or None for a new or unreadable one."""
+    run_dir = Path(run_dir)
+    if not any((run_dir / name).is_file() for name in (MODEL_INFO, RESULTS)):
+        return None
+    try:
+        return read_model_info(run_dir).version
+    except FinsentError:
+        return None
 
 
 def _taken_versions(runs_root: Path) -> set[str]:

@@ -1,7 +1,7 @@
 """The one reader of user tables: CSV (with or without a UTF-8 BOM), TSV, JSON, JSON Lines, Parquet and TXT.
 
-Tables are opened with fsspec, so local paths and URLs (s3://, http://, ...) read alike, and streamed as rows, each
-carrying where it came from (`file:line`) for precise errors; `read_rows` reads a whole table for training."""
+Local paths are opened as files, URLs (s3://, http://, memory://, ...) through fsspec; either is streamed as rows,
+each carrying where it came from (`file:line`) for precise errors; `read_rows` reads a whole table for training."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ FORMATS = {
     ".pq": "parquet",
     ".txt": "txt",
 }
+TABLE_FORMATS = ("csv", "tsv", "json", "jsonl", "parquet")  # formats with named columns (TXT has only text)
 DELIMITERS = {"csv": ",", "tsv": "\t"}
 PARQUET_BATCH_ROWS = 2048
 
@@ -129,7 +130,7 @@ def _parquet_rows(pf, name: str) -> Iterator[Row]:
             yield Row(rec, f"{name}:row {n}")
 
 
-def _decoded(rows: Iterator[Row], name: str) -> Iterator[Row]:
+def decoded(rows: Iterator[Row], name: str) -> Iterator[Row]:
     try:
         yield from rows
     except UnicodeDecodeError as e:
@@ -144,6 +145,26 @@ def _check_columns(name: str, columns: list[str], required: Sequence[str], hint:
             raise FinsentError(f"{name}: no column {col!r} in the header {columns}{'; ' + hint if hint else ''}")
 
 
+def _open_binary(name: str, missing: str):
+    """A binary file object and its size: a local path with open() as before, a URL through fsspec."""
+    if "://" not in name:
+        if not Path(name).is_file():
+            raise FinsentError(f"{name}: {missing or 'no such file'}")
+        try:
+            return open(name, "rb"), Path(name).stat().st_size
+        except OSError as e:
+            raise FinsentError(f"{name}: cannot read ({e.strerror}); check the file's permissions") from None
+    import fsspec
+
+    try:
+        opener = fsspec.open(name, "rb")
+        if not opener.fs.isfile(opener.path):
+            raise FinsentError(f"{name}: {missing or 'no such file'}")
+        return opener.open(), opener.fs.size(opener.path)
+    except (ValueError, ImportError, OSError) as e:
+        raise FinsentError(f"{name}: cannot open ({e})") from None
+
+
 def open_table(
     path: str | Path,
     required: Sequence[str] = (),
@@ -154,24 +175,11 @@ def open_table(
     """Open a table for streaming (only a CSV header or Parquet schema is read now).
 
     `required` columns are checked against the header where the format has one (JSON records are the caller's to
-    check); `hint` (e.g. "set --text_column") ends that message, `missing` the one for a file that does not exist.
+    check); `hint` (e.g. "set --text_column") ends that message; `missing` replaces "no such file" for a missing one.
     The format comes from the suffix (unknown: TXT) unless `fmt` names it."""
-    import fsspec
-
     name = str(path)
     fmt = fmt or table_format(name, "txt")
-    try:
-        opener = fsspec.open(name, "rb")
-        exists = opener.fs.isfile(opener.path)
-    except (ValueError, ImportError) as e:
-        raise FinsentError(f"{name}: cannot open ({e})") from None
-    if not exists:
-        raise FinsentError(f"{name}: no such file{'; ' + missing if missing else ''}")
-    try:
-        raw = opener.open()
-        size = opener.fs.size(opener.path)
-    except OSError as e:
-        raise FinsentError(f"{name}: cannot read ({e.strerror or e}); check the file's permissions") from None
+    raw, size = _open_binary(name, missing)
     if fmt == "parquet":
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -211,7 +219,7 @@ def open_table(
     except BaseException:
         f.close()
         raise
-    return Table(name, fmt, columns, _decoded(rows, name), size, raw.tell, f.close)
+    return Table(name, fmt, columns, decoded(rows, name), size, raw.tell, f.close)
 
 
 def read_rows(path: str | Path, required: Sequence[str] = (), hint: str = "", fmt: str | None = None) -> list[Row]:
