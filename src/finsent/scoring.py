@@ -442,8 +442,12 @@ class _RayScorer:
     """Ray stage 2: one Predictor per actor; scores each chunk whole, as the local engine does."""
 
     def __init__(self, model_url: str, backend: str, batch_size: int, threads: int, text_column: str):
+        from transformers.utils import logging as hf_logging
+
         from finsent.inference import Predictor
 
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
         self.predictor = Predictor(local_model_dir(model_url), backend, batch_size, threads)
         self.text_column = text_column
 
@@ -486,7 +490,7 @@ def _score_ray(cfg: ScoreConfig, model_dir: Path, pending: list[Shard], open_out
     threads = cfg.threads or 1
     started = not ray.is_initialized()
     if started:
-        common = {"include_dashboard": False, "logging_level": logging.WARNING, "log_to_driver": not cfg.quiet}
+        common = {"include_dashboard": False, "logging_level": logging.ERROR, "log_to_driver": not cfg.quiet}
         try:
             if cfg.ray_address:
                 ray.init(address=cfg.ray_address, **common)
