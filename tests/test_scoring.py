@@ -293,12 +293,23 @@ def test_bad_shard_fails_in_one_line_and_done_shards_stay_done(lora_run, sentenc
 
 
 @pytest.mark.slow
-def test_ray_engine_gives_the_local_engines_output(lora_run, clean_run, tmp_path):
-    """A real local Ray (2 actors, one Predictor each) scores the same shards to the same bytes of predictions."""
+def test_ray_engine_gives_the_local_engines_output(lora_run, clean_run, tmp_path, capsys):
+    """A real local Ray (2 actors, one Predictor each) scores the same shards to the same Parquet tables."""
+    import shutil
+
     data, clean_out = clean_run
-    args = ("--model_dir", str(lora_run), "--input", str(data), "--output", str(tmp_path / "out"))
+    shutil.copytree(data, tmp_path / "in")
+    (tmp_path / "in" / "part-3.parquet").write_bytes(b"PAR1 not really")  # fails in a Ray task: one line, exit 2
+    args = ("--model_dir", str(lora_run), "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"))
+    assert score_cli(*args, "--engine", "ray", "--num_workers", "2") == 2
+    err = capsys.readouterr().err
+    assert "finsent: error: " in err and "part-3.parquet: not a readable parquet file" in err and "Traceback" not in err
+    local_tables = read_output(clean_out)
+    for name, table in read_output(tmp_path / "out").items():  # whatever the failed run published is complete
+        assert table.equals(local_tables[name]), name
+    (tmp_path / "in" / "part-3.parquet").unlink()
     assert score_cli(*args, "--engine", "ray", "--num_workers", "2") == 0
-    ray_tables, local_tables = read_output(tmp_path / "out"), read_output(clean_out)
+    ray_tables = read_output(tmp_path / "out")
     assert list(ray_tables) == list(local_tables)
     for name in local_tables:
         assert ray_tables[name].equals(local_tables[name]), name

@@ -130,6 +130,7 @@ def discover_shards(input_url: str, output_url: str | None = None) -> list[Shard
         out_fs, out_path = filesystem(output_url)
         out_path = out_path.rstrip("/") + "/" if out_fs.protocol == fs.protocol else None
     with storage_errors(f"--input {input_url}"):
+        fs.invalidate_cache()  # s3fs keeps listings per process: look at the bucket as it is now
         if any(c in path for c in "*?["):
             found = fs.glob(path, detail=True)
             root = re.split(r"[*?\[]", path, maxsplit=1)[0].rsplit("/", 1)[0]
@@ -571,6 +572,7 @@ def score(cfg: ScoreConfig) -> dict:
     meta = {"format": 1, "text_column": cfg.text_column, "model": model_identity(model_dir, cfg.backend)}
     with storage_errors(f"--output {cfg.output}"):
         _remove_stale_temps(out_fs, out_root)
+        out_fs.invalidate_cache()
         existing = set(out_fs.find(out_root)) if out_fs.exists(out_root) else set()
         results: dict[str, ShardResult] = {}
         for shard in shards:
