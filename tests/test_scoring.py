@@ -105,6 +105,9 @@ def test_read_shard_formats_chunks_and_bom(tmp_path):
     assert csv_ids.to_pylist() == list(frame["id"])  # CSV cells stay strings: "007" is not 7
     pq.write_table(pa.table({"text": pa.array([], pa.string())}), tmp_path / "empty.parquet")
     assert [c.num_rows for c in scoring._read_shard(str(tmp_path / "empty.parquet"), "text", 4)] == [0]
+    (tmp_path / "header.csv").write_text("id,text\n")
+    (header_only,) = scoring._read_shard(str(tmp_path / "header.csv"), "text", 4)
+    assert header_only.num_rows == 0 and header_only.column_names == ["id", "text"]
 
 
 @pytest.mark.parametrize(

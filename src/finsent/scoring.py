@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import re
 import secrets
@@ -184,6 +185,11 @@ def _csv_batches(f, delimiter: str) -> Iterator:
     names = next(csv.reader([header], delimiter=delimiter), [])
     if not names:
         return
+    position = f.tell()
+    if not f.read(1):  # a header alone: zero rows
+        yield pa.RecordBatch.from_pylist([], pa.schema([(n, pa.string()) for n in names]))
+        return
+    f.seek(position)
     yield from pcsv.open_csv(
         f,
         read_options=pcsv.ReadOptions(column_names=names, block_size=1 << 20),
@@ -215,7 +221,7 @@ def _read_shard(url: str, text_column: str, chunk_size: int = CHUNK_SIZE) -> Ite
                 if first is None:
                     raise FinsentError(f"{url}: empty file; expected a header or rows with a {text_column!r} column")
                 schema = first.schema
-                batches = _chain(first, batches)
+                batches = itertools.chain([first], batches)
             _check_text_column(url, schema, text_column)
             pending: list = []
             rows = 0
@@ -235,11 +241,6 @@ def _read_shard(url: str, text_column: str, chunk_size: int = CHUNK_SIZE) -> Ite
             raise FinsentError(
                 f"{url}: not a readable {fmt} file ({str(e).splitlines()[0]}); fix or remove the shard"
             ) from None
-
-
-def _chain(first, rest) -> Iterator:
-    yield first
-    yield from rest
 
 
 def prediction_columns(labels, input_columns) -> list[str]:
