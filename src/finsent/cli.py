@@ -281,6 +281,54 @@ def add_serving_commands(sub) -> None:
     p.set_defaults(func=cmd_export_onnx)
 
 
+def cmd_score(args: argparse.Namespace) -> int:
+    from transformers.utils import logging as hf_logging
+
+    from finsent.scoring import ScoreConfig, score
+
+    hf_logging.disable_progress_bar()
+    fields = ScoreConfig.__dataclass_fields__
+    summary = score(ScoreConfig(**{k: v for k, v in vars(args).items() if k in fields}))
+    print(
+        f"scored {summary['rows_scored_this_run']} rows in {summary['shards_scored_this_run']} shards "
+        f"({summary['shards_done_earlier']} done earlier, {summary['rows']} rows in all) with {summary['model']['version']} "
+        f"({args.backend}, {args.engine}) -> {args.output} ({summary['elapsed_s']:.1f}s; summary in _summary.json)",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def add_scoring_commands(sub) -> None:
+    """`finsent score`: batch scoring of file shards into a Parquet dataset, locally or on Ray."""
+    from finsent.inference import BACKENDS
+    from finsent.scoring import CHUNK_SIZE, ENGINES
+
+    p = sub.add_parser(
+        "score", help="score CSV/JSONL/Parquet shards (local or s3://) into a Parquet dataset; resumable; local or Ray"
+    )
+    p.add_argument(
+        "--model_dir", required=True, help="a training run folder, local or s3://bucket/run (cached locally)"
+    )
+    p.add_argument(
+        "--input", required=True, help="a .csv/.tsv/.jsonl/.parquet file, a folder or a glob; local or s3://"
+    )
+    p.add_argument("--output", required=True, help="folder for one Parquet file per input shard and _summary.json")
+    p.add_argument("--engine", default="local", choices=ENGINES, help="local: this process; ray: Ray Data actors")
+    p.add_argument("--num_workers", type=int, default=1, help="Ray actors, one model each (default: %(default)s)")
+    p.add_argument("--ray_address", default=None, help="a running Ray cluster, e.g. ray://head:10001 or auto")
+    p.add_argument("--backend", default="torch", choices=BACKENDS, help="torch or onnx (default: %(default)s)")
+    p.add_argument("--text_column", default="text", help="the column holding the sentence (default: %(default)s)")
+    p.add_argument("--batch_size", type=int, default=32, help="sentences per forward pass (default: %(default)s)")
+    p.add_argument(
+        "--chunk_size", type=int, default=CHUNK_SIZE, help="rows read and scored at a time (default: %(default)s)"
+    )
+    p.add_argument(
+        "--threads", type=int, default=None, help="CPU threads per model (default: all cores locally, 1 per Ray actor)"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.set_defaults(func=cmd_score)
+
+
 def cmd_models_list(args: argparse.Namespace) -> int:
     from finsent.hub import model_rows
     from finsent.runs import format_table
@@ -366,6 +414,7 @@ def build_parser(train_flags: bool = True) -> argparse.ArgumentParser:
     add_observability_commands(sub)
     add_serving_commands(sub)
     add_model_commands(sub)
+    add_scoring_commands(sub)
     return parser
 
 
