@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from finsent import runs
+from finsent import runs, tables
 from finsent.data import AGREEMENT_FILES, LabelledData, Splits, load_data
 from finsent.errors import FinsentError
 
@@ -66,27 +66,23 @@ class DistillConfig:
             raise FinsentError(f"--unlabeled_agreement {self.unlabeled_agreement!r}: expected 50, 66, 75, all or none")
 
 
-def unlabeled_sentences(
-    splits: Splits, dcfg: DistillConfig, data_path: str, seed: int, read_texts=None
-) -> tuple[list[str], dict]:
+def unlabeled_sentences(splits: Splits, dcfg: DistillConfig, data_path: str, seed: int) -> tuple[list[str], dict]:
     """Sentences to learn the teacher's labels on: PhraseBank and/or a user's file, minus every student sentence."""
     held = set(splits.train.texts) | set(splits.val.texts) | set(splits.test.texts)
     texts: list[str] = []
     counts: dict = {}
     if dcfg.unlabeled_agreement != "none":
         level = load_data(data_path, dcfg.unlabeled_agreement)
-        if level.source.get("format") != "phrasebank":
-            raise FinsentError(
-                f"--unlabeled_agreement {dcfg.unlabeled_agreement} needs PhraseBank as --data_path; "
-                "pass --unlabeled_agreement none (and --unlabeled FILE for your own sentences)"
-            )
-        new = [t for t in level.texts if t not in held]
-        counts["phrasebank"] = len(new)
-        texts += new
-        held |= set(new)
+        if level.source.get("format") == "phrasebank":  # a user's own table has no agreement levels
+            new = [t for t in level.texts if t not in held]
+            counts["phrasebank"] = len(new)
+            texts += new
+            held |= set(new)
     if dcfg.unlabeled:
-        own = read_texts(dcfg.unlabeled) if read_texts else _read_unlabeled(dcfg.unlabeled)
-        new = list(dict.fromkeys(t for t in own if t not in held))
+        hint = "--unlabeled takes a .txt file (one sentence a line) or a table with a text column"
+        rows = tables.read_rows(dcfg.unlabeled, ("text",), hint=hint)
+        own = (str(r.fields["text"]).strip() for r in rows if r.fields.get("text"))
+        new = list(dict.fromkeys(t for t in own if t and t not in held))
         counts["file"] = len(new)
         texts += new
     if dcfg.max_unlabeled is not None and len(texts) > dcfg.max_unlabeled:
@@ -94,17 +90,6 @@ def unlabeled_sentences(
         texts = [texts[i] for i in keep]
     counts["used"] = len(texts)
     return texts, counts
-
-
-def _read_unlabeled(path: str) -> list[str]:
-    """One sentence a line (.txt), or the `text` column of a CSV/JSONL table."""
-    from finsent import predict
-
-    source = predict.open_file(path, "text")
-    try:
-        return [row.text for row in source.rows if row.text]
-    finally:
-        source.close()
 
 
 def check_teacher_split(teacher_dir: Path, splits: Splits) -> None:
