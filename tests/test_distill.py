@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from finsent.cli import main
-from finsent.data import LABELS, LabelledData, Splits
+from finsent.data import LABELS, LabelledData, Splits, load_data, split_data
 from finsent.distill import DistillConfig, cascade_threshold, check_teacher_split, kd_loss, sentence_hash
 from finsent.errors import FinsentError
 from finsent.runs import read_model_info, read_results, read_teacher_logits, write_sentences
@@ -41,8 +41,13 @@ def teacher(tmp_path_factory, phrasebank_zip):
 @pytest.mark.slow
 def test_distill_writes_a_complete_student_run_and_reuses_the_teacher_cache(teacher, phrasebank_zip, tmp_path, capsys):
     student = tmp_path / "student"
+    test_sentence = split_data(load_data(phrasebank_zip, "all"), 3).test.texts[0]
+    own = tmp_path / "news.txt"  # a user's unlabeled sentences: a test sentence among them is left out
+    own.write_text(f"Shares of Acme rose 4 % on Monday .\n{test_sentence}\n\nAcme cut 200 jobs .\n", encoding="utf-8")
     argv = [
         "distill",
+        "--unlabeled",
+        str(own),
         "--teacher",
         str(teacher),
         "--data_path",
@@ -60,6 +65,7 @@ def test_distill_writes_a_complete_student_run_and_reuses_the_teacher_cache(teac
     results = read_results(student)
     assert results["teacher"]["run"] == str(teacher) and results["teacher"]["version"] == "t1"
     assert results["distillation"]["alpha"] == 0.5 and results["distillation"]["unlabeled_counts"]["used"] == 100
+    assert results["distillation"]["unlabeled_counts"]["file"] == 2
     assert 0 <= results["accuracy"] <= 1 and len(read_teacher_logits(teacher, _digest(teacher))) >= 300
     cascade = read_model_info(student).extra["cascade"]
     assert cascade["val_agreement"] >= 0.995 and 0 <= cascade["val_deferred"] <= 1
