@@ -81,7 +81,7 @@ def test_sagemaker_port():
 def test_csv_body_one_text_a_line():
     body = b'Profit rose, sales fell\n"quoted, with ""quotes""\nand a line break"\nplain\n'
     assert parse_csv(body) == ["Profit rose, sales fell", 'quoted, with "quotes"\nand a line break', "plain"]
-    assert parse_csv(b"a\r\nb\r\n") == ["a", "b"]
+    assert parse_csv("\ufeffa\r\nb\r\n".encode()) == ["a", "b"]  # as Excel saves it: a BOM and CRLF
 
 
 def serve_stderr(capsys, argv: list[str], run=main) -> tuple[int, list[str]]:

@@ -187,9 +187,9 @@ def _body_error(kind: str, message: str) -> RequestValidationError:
 
 
 def decode_utf8(body: bytes) -> str:
-    """The body as text; bytes that are not UTF-8 are a 422 naming the first bad byte."""
+    """The body as text (a leading byte-order mark dropped); bytes that are not UTF-8 are a 422 naming the first bad one."""
     try:
-        return body.decode("utf-8")
+        return body.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as e:
         raise _body_error(
             "utf8_invalid",
