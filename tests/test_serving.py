@@ -273,15 +273,17 @@ DEEP = {
     "deep inside texts": b'{"texts": [' + b"[" * 100_000 + b"]" * 100_000 + b"]}",
 }
 
+BAD_UTF8 = '{"texts": ["Profit \xff rose"]}'.encode("latin-1")
+
 
 @pytest.mark.parametrize("path", ["/predict", "/invocations"])
 def test_unreadable_bodies_are_422_with_a_readable_message(client, path):
     json_headers = {"content-type": "application/json"}
     cases = [
         (
-            '{"texts": ["Profit \xff rose"]}'.encode("latin-1"),
+            BAD_UTF8,
             json_headers,
-            "not valid UTF-8 (byte 0xff at position 18)",
+            f"not valid UTF-8 (byte 0xff at position {BAD_UTF8.index(0xFF)})",
         ),
         (b'{"texts": ["Profit rose"', json_headers, "not valid JSON"),
         (b"{'texts': ['Profit rose']}", json_headers, "not valid JSON"),
