@@ -12,6 +12,8 @@ from finsent import calibration, comparison, metrics
 from finsent.data_quality import label_issues
 from finsent.runs import load_run, read_log
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("FINSENT_CHROMIUM", "/usr/bin/chromium")
 TAB_IDS = ("overview", "errors", "calibration", "data-quality", "comparison")

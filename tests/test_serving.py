@@ -15,6 +15,8 @@ import pytest
 
 from finsent.serving import MAX_TEXT_CHARS, MAX_TEXTS
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 LONG = "Operating profit rose to EUR 13.1 mn from EUR 8.7 mn in the corresponding period in 2007 . " * 12
 
@@ -25,7 +27,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(model_dir: Path, log: Path, *extra: str):
+def start_server(model_dir: Path, log: Path, *extra: str, env: dict | None = None):
     port = free_port()
     cmd = [
         sys.executable,
@@ -44,7 +46,15 @@ def start_server(model_dir: Path, log: Path, *extra: str):
     ]
     with open(log, "w") as f:
         proc = subprocess.Popen(
-            cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+            cmd,
+            cwd=ROOT,
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            env={
+                **{k: v for k, v in os.environ.items() if k != "FINSENT_API_KEY"},
+                "PYTHONUNBUFFERED": "1",
+                **(env or {}),
+            },
         )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 240
@@ -255,3 +265,138 @@ def test_serve_refuses_a_missing_model_or_onnx_export(tmp_path, lora_run):
         assert proc.returncode == 2
         assert proc.stderr.strip().splitlines()[-1].startswith("finsent: error: ") and message in proc.stderr
         assert "Traceback" not in proc.stderr
+
+
+DEEP = {
+    "100,000 nested arrays": b"[" * 100_000 + b"]" * 100_000,
+    "100,000 nested objects": b'{"a":' * 100_000 + b"1" + b"}" * 100_000,
+    "deep inside texts": b'{"texts": [' + b"[" * 100_000 + b"]" * 100_000 + b"]}",
+}
+
+BAD_UTF8 = '{"texts": ["Profit \xff rose"]}'.encode("latin-1")
+
+
+@pytest.mark.parametrize("path", ["/predict", "/invocations"])
+def test_unreadable_bodies_are_422_with_a_readable_message(client, path):
+    json_headers = {"content-type": "application/json"}
+    cases = [
+        (
+            BAD_UTF8,
+            json_headers,
+            f"not valid UTF-8 (byte 0xff at position {BAD_UTF8.index(0xFF)})",
+        ),
+        (b'{"texts": ["Profit rose"', json_headers, "not valid JSON"),
+        (b"{'texts': ['Profit rose']}", json_headers, "not valid JSON"),
+        *[(body, json_headers, "nested too deeply") for body in DEEP.values()],
+    ]
+    if path == "/invocations":
+        cases.append(
+            ("Profit rose\nSales fell \xe9\n".encode("latin-1"), {"content-type": "text/csv"}, "not valid UTF-8")
+        )
+    for content, headers, expected in cases:
+        r = client.post(path, content=content, headers=headers)
+        assert r.status_code == 422, (content[:40], r.status_code, r.text[:300])
+        assert expected in r.json()["message"], r.json()
+    assert client.get("/health").status_code == 200  # the server survived them
+
+
+def test_ping_and_invocations_answer_as_predict(client, logged):
+    assert client.get("/ping").status_code == 200
+    texts = [row["text"] for row in logged[:6]] + ['Profit rose, sales fell , and "margins" widened .']
+    predicted = client.post("/predict", json={"texts": texts}).json()
+    as_json = client.post("/invocations", json={"texts": texts})
+    assert as_json.status_code == 200 and as_json.json() == predicted
+
+    # text/csv: one sentence a line; quoting allowed (a quoted field may hold commas, quotes and line breaks)
+    quoted = 'The board said: "sales fell",\nand profit too .'
+    lines = [*texts, quoted]
+    body = "\n".join(texts).encode() + b"\n" + ('"' + quoted.replace('"', '""') + '"\n').encode()
+    expected = client.post("/predict", json={"texts": lines}).json()
+    r = client.post("/invocations", content=body, headers={"content-type": "text/csv"})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/json")
+    assert r.json() == expected
+
+    r = client.post("/invocations", content=body, headers={"content-type": "text/csv", "accept": "text/csv"})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+    rows = list(csv.reader(r.text.splitlines()))
+    assert len(rows) == len(lines)
+    for row, p in zip(rows, expected["predictions"]):
+        assert row[0] == p["label"] and float(row[1]) == pytest.approx(p["confidence"])
+        probs = p["probabilities"]
+        assert [float(x) for x in row[2:]] == pytest.approx([probs["negative"], probs["neutral"], probs["positive"]])
+
+    r = client.post("/invocations", content=b"Profit rose\n\nSales fell\n", headers={"content-type": "text/csv"})
+    assert r.status_code == 422 and "texts[1] is empty" in r.json()["message"]
+    r = client.post("/invocations", content=b"Profit rose", headers={"content-type": "text/plain"})
+    assert r.status_code == 415 and "text/csv" in r.json()["message"]
+
+
+def test_cors_is_off_unless_configured(client):
+    preflight = {"Origin": "https://elsewhere.example", "Access-Control-Request-Method": "POST"}
+    r = client.options("/predict", headers=preflight)
+    assert "access-control-allow-origin" not in r.headers
+    r = client.get("/health", headers={"Origin": "https://elsewhere.example"})
+    assert "access-control-allow-origin" not in r.headers
+
+
+KEY = "k3y-" + "x" * 28
+
+
+@pytest.fixture(scope="module")
+def keyed_server(lora_run, tmp_path_factory):
+    log = tmp_path_factory.mktemp("serve-key") / "server.log"
+    proc, url = start_server(lora_run, log, env={"FINSENT_API_KEY": KEY})
+    yield url
+    output = stop_server(proc, log)
+    assert "Traceback" not in output and " 500 " not in output and KEY not in output, output
+
+
+def test_api_key_guards_every_route_but_health_and_ping(keyed_server, logged):
+    text = logged[0]["text"]
+    with httpx.Client(base_url=keyed_server, timeout=60) as c:
+        assert c.get("/health").status_code == 200 and c.get("/ping").status_code == 200
+        for method, path in [("POST", "/predict"), ("POST", "/invocations"), ("GET", "/metadata"), ("GET", "/docs")]:
+            for headers in (
+                {},
+                {"Authorization": "Bearer wrong"},
+                {"Authorization": f"Basic {KEY}"},
+                {"Authorization": KEY},
+            ):
+                r = c.request(method, path, json={"texts": [text]}, headers=headers)
+                assert r.status_code == 401, (path, headers, r.status_code)
+                assert r.headers["www-authenticate"] == "Bearer"
+                assert "Authorization: Bearer" in r.json()["message"]
+        right = {"Authorization": f"Bearer {KEY}"}
+        r = c.post("/predict", json={"texts": [text]}, headers=right)
+        assert r.status_code == 200 and r.json()["predictions"][0]["label"] == logged[0]["pred_label"]
+        assert c.get("/metadata", headers={"authorization": f"bearer {KEY}"}).status_code == 200
+        r = c.post("/predict", content=b"[" * 100_000, headers={**right, "content-type": "application/json"})
+        assert r.status_code == 422
+
+
+def test_api_key_file_and_cors_origins(lora_run, tmp_path, logged):
+    key_file = tmp_path / "key"
+    key_file.write_text(KEY + "\n")
+    origin = "https://app.example.com"
+    log = tmp_path / "server.log"
+    proc, url = start_server(lora_run, log, "--api_key_file", str(key_file), "--cors_origins", origin)
+    try:
+        with httpx.Client(base_url=url, timeout=60) as c:
+            assert c.post("/predict", json={"texts": ["Profit rose"]}).status_code == 401
+            r = c.post(
+                "/predict",
+                json={"texts": [logged[0]["text"]]},
+                headers={"Authorization": f"Bearer {KEY}", "Origin": origin},
+            )
+            assert r.status_code == 200 and r.headers["access-control-allow-origin"] == origin
+            preflight = {
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization,content-type",
+            }
+            r = c.options("/predict", headers={**preflight, "Origin": origin})
+            assert r.status_code == 200 and r.headers["access-control-allow-origin"] == origin
+            r = c.options("/predict", headers={**preflight, "Origin": "https://elsewhere.example"})
+            assert "access-control-allow-origin" not in r.headers
+    finally:
+        output = stop_server(proc, log)
+    assert "Traceback" not in output and KEY not in output

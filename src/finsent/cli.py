@@ -158,15 +158,27 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from finsent.serving import serve
+    from finsent import serving
 
-    serve(
+    if args.sagemaker:
+        args.model_dir = args.model_dir or serving.SAGEMAKER_MODEL_DIR
+    elif args.model_dir is None:
+        raise FinsentError("serve needs --model_dir RUN (or --sagemaker to serve /opt/ml/model on 0.0.0.0:8080)")
+    host = args.host or ("0.0.0.0" if args.sagemaker else "127.0.0.1")
+    port = args.port or (serving.sagemaker_port(os.environ) if args.sagemaker else 8000)
+    api_key = serving.read_api_key(args.api_key_file, os.environ)
+    notice = serving.check_exposure(host, api_key, args.allow_unauthenticated, args.sagemaker)
+    if notice:
+        print(notice, file=sys.stderr)
+    serving.serve(
         _predictor(args),
-        host=args.host,
-        port=args.port,
+        host=host,
+        port=port,
         log_level=args.log_level,
         max_batch_texts=args.max_batch_texts,
         max_wait_ms=args.max_wait_ms,
+        api_key=api_key,
+        cors_origins=args.cors_origins,
     )
     return 0
 
@@ -189,10 +201,10 @@ def add_serving_commands(sub) -> None:
     from finsent.inference import BACKENDS
     from finsent.predict import CHUNK_SIZE
 
-    def model_args(p: argparse.ArgumentParser) -> None:
+    def model_args(p: argparse.ArgumentParser, model_dir_required: bool = True) -> None:
         p.add_argument(
             "--model_dir",
-            required=True,
+            required=model_dir_required,
             help="a training run folder (or its exported onnx/ folder with --backend onnx)",
         )
         p.add_argument(
@@ -254,12 +266,38 @@ def add_serving_commands(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("serve", help="HTTP API: POST /predict, GET /health, GET /metadata, docs at /docs")
-    model_args(p)
-    p.add_argument(
-        "--host", default="127.0.0.1", help="address to bind (default: %(default)s; 0.0.0.0 for every interface)"
+    p = sub.add_parser(
+        "serve", help="HTTP API: POST /predict, /invocations, GET /health, /ping, /metadata, docs at /docs"
     )
-    p.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
+    model_args(p, model_dir_required=False)
+    p.add_argument(
+        "--host",
+        default=None,
+        help="address to bind (default: 127.0.0.1, with --sagemaker 0.0.0.0); any other than loopback needs an API key",
+    )
+    p.add_argument("--port", type=int, default=None, help="port (default: 8000, with --sagemaker 8080)")
+    p.add_argument(
+        "--api_key_file",
+        default=None,
+        help="a file holding the API key that clients send as 'Authorization: Bearer <key>' (default: $FINSENT_API_KEY, else no key)",
+    )
+    p.add_argument(
+        "--allow_unauthenticated",
+        action="store_true",
+        help="serve a non-loopback --host without an API key (anyone who reaches the port can use it)",
+    )
+    p.add_argument(
+        "--cors_origins",
+        nargs="+",
+        default=None,
+        metavar="URL",
+        help="browser origins allowed to call the API cross-site, e.g. https://app.example.com (default: CORS off)",
+    )
+    p.add_argument(
+        "--sagemaker",
+        action="store_true",
+        help="the SageMaker container contract: --model_dir /opt/ml/model, 0.0.0.0:8080 (or $SAGEMAKER_BIND_TO_PORT); starts without an API key behind SageMaker's IAM auth",
+    )
     p.add_argument(
         "--max_batch_texts",
         type=int,

@@ -1,19 +1,34 @@
-"""HTTP API: a FastAPI app over one Predictor, concurrent requests micro-batched into shared forward passes."""
+"""HTTP API: a FastAPI app over one Predictor, concurrent requests micro-batched into shared forward passes.
+
+Also the SageMaker inference contract (GET /ping, POST /invocations) and the server's security rules: a bearer API
+key on every route but the health checks, and no start on a non-loopback address without one.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+import csv
+import hmac
+import io
+import ipaddress
+import json
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, field_validator
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from finsent.errors import FinsentError
 from finsent.inference import is_valid_unicode
 
 MAX_TEXTS = 1000
@@ -21,6 +36,13 @@ MAX_TEXT_CHARS = 10_000
 MAX_BODY_BYTES = 16 * 1024 * 1024
 MAX_BATCH_TEXTS = 256
 MAX_WAIT_MS = 2.0
+API_KEY_ENV = "FINSENT_API_KEY"
+OPEN_PATHS = frozenset({"/health", "/ping"})
+SAGEMAKER_MODEL_DIR = "/opt/ml/model"
+SAGEMAKER_PORT = 8080
+BODY_ERRORS = ("utf8_invalid", "json_invalid", "json_too_deep")
+JSON_TYPES = ("application/json",)
+CSV_TYPES = ("text/csv",)
 
 
 class PredictRequest(BaseModel):
@@ -151,10 +173,8 @@ class MicroBatcher:
 def _validation_message(errors: list[dict]) -> str:
     parts = []
     for err in errors[:5]:
-        if err.get("type") == "json_invalid":
-            parts.append(
-                f'the body is not valid JSON (error near character {err.get("loc", ("", "?"))[-1]}); send {{"texts": ["..."]}} with Content-Type: application/json'
-            )
+        if err.get("type") in BODY_ERRORS:
+            parts.append(err["msg"])
             continue
         loc = ".".join(str(x) for x in err.get("loc", ()) if x != "body") or "body"
         msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
@@ -162,8 +182,104 @@ def _validation_message(errors: list[dict]) -> str:
     return "; ".join(parts)
 
 
-def create_app(predictor, max_batch_texts: int | None = None, max_wait_ms: float | None = None) -> FastAPI:
-    """The finsent API over a loaded Predictor; the model is fixed here, never chosen by a request."""
+def _body_error(kind: str, message: str) -> RequestValidationError:
+    return RequestValidationError([{"type": kind, "loc": ("body",), "msg": message}])
+
+
+def decode_utf8(body: bytes) -> str:
+    """The body as text (a leading byte-order mark dropped); bytes that are not UTF-8 are a 422 naming the first bad one."""
+    try:
+        return body.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as e:
+        raise _body_error(
+            "utf8_invalid",
+            f"the body is not valid UTF-8 (byte 0x{body[e.start]:02x} at position {e.start}); send UTF-8 encoded text",
+        ) from None
+
+
+def parse_json(body: bytes) -> Any:
+    """Decode a JSON body; invalid UTF-8, malformed or over-deep JSON are 422s with a readable message."""
+    try:
+        return json.loads(decode_utf8(body))
+    except json.JSONDecodeError as e:
+        raise _body_error(
+            "json_invalid",
+            f'the body is not valid JSON ({e.msg} at line {e.lineno} column {e.colno}); send {{"texts": ["..."]}} with Content-Type: application/json',
+        ) from None
+    except RecursionError:
+        raise _body_error(
+            "json_too_deep",
+            'the body\'s JSON is nested too deeply to read; send {"texts": ["..."]}, a flat list of strings',
+        ) from None
+
+
+def parse_csv(body: bytes) -> list[str]:
+    """One text per line of a text/csv body; a quoted field may hold commas or line breaks, an unquoted line is taken whole."""
+    return [",".join(row) for row in csv.reader(io.StringIO(decode_utf8(body), newline=""))]
+
+
+def validate_request(data: Any) -> PredictRequest:
+    """Validate parsed input as a PredictRequest; errors become the same 422 as any other bad field."""
+    try:
+        return PredictRequest.model_validate(data)
+    except ValidationError as e:
+        raise RequestValidationError(
+            [{**err, "loc": ("body", *err["loc"])} for err in e.errors(include_url=False)]
+        ) from None
+
+
+def media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+def unsupported_media_type(got: str, accepted: tuple[str, ...]) -> HTTPException:
+    return HTTPException(
+        415, f"Content-Type {got or '(none)'} is not supported here; send {' or '.join(accepted)} (UTF-8)"
+    )
+
+
+def predictions_csv(predictions: list[dict], labels: list[str]) -> str:
+    """label, confidence, then one probability per label (prob_<label> in label order), one row per text, no header."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    for p in predictions:
+        writer.writerow([p["label"], p["confidence"], *(p["probabilities"][label] for label in labels)])
+    return out.getvalue()
+
+
+class BearerAuth:
+    """ASGI middleware: every HTTP route except OPEN_PATHS needs `Authorization: Bearer <key>` (constant-time compare)."""
+
+    def __init__(self, app: ASGIApp, api_key: str):
+        self.app = app
+        self.key = api_key.encode("utf-8")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        scheme, _, token = Headers(scope=scope).get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode("utf-8"), self.key):
+            await self.app(scope, receive, send)
+            return
+        message = (
+            "wrong API key" if scheme.lower() == "bearer" else "this server needs an API key"
+        ) + f"; send the header 'Authorization: Bearer <key>' with the key the server was started with ({API_KEY_ENV})"
+        response = JSONResponse({"message": message}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        await response(scope, receive, send)
+
+
+def create_app(
+    predictor,
+    max_batch_texts: int | None = None,
+    max_wait_ms: float | None = None,
+    api_key: str | None = None,
+    cors_origins: list[str] | None = None,
+) -> FastAPI:
+    """The finsent API over a loaded Predictor; the model is fixed here, never chosen by a request.
+
+    With api_key, every route but /health and /ping needs it as a bearer token; CORS is off unless origins are given.
+    """
     batcher = MicroBatcher(
         predictor.predict, max_batch_texts or MAX_BATCH_TEXTS, MAX_WAIT_MS if max_wait_ms is None else max_wait_ms
     )
@@ -184,6 +300,15 @@ def create_app(predictor, max_batch_texts: int | None = None, max_wait_ms: float
         description=f"Sentiment (negative / neutral / positive) of financial news sentences. Model {predictor.info.version}, {predictor.backend_name} backend.",
     )
     app.state.batcher = batcher
+    if api_key:
+        app.add_middleware(BearerAuth, api_key=api_key)
+    if cors_origins:  # outermost, so a browser's preflight is answered before authentication
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -192,14 +317,64 @@ def create_app(predictor, max_batch_texts: int | None = None, max_wait_ms: float
             status_code=422, content={"message": _validation_message(errors), "detail": jsonable_encoder(errors)}
         )
 
-    @app.post("/predict", response_model=PredictResponse, summary="Score 1 to 1,000 sentences")
-    async def predict(request: PredictRequest) -> dict:
-        predictions = await batcher.submit(request.texts)
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse(
+            status_code=exc.status_code,
+            content={"message": exc.detail, "detail": exc.detail},
+            headers=getattr(exc, "headers", None),
+        )
+
+    async def score(request: Request) -> dict:
+        texts = validate_request(parse_json(await request.body())).texts
+        predictions = await batcher.submit(texts)
         return {"model_version": predictor.info.version, "backend": predictor.backend_name, "predictions": predictions}
+
+    json_body = {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": PredictRequest.model_json_schema()}},
+        }
+    }
+
+    @app.post("/predict", response_model=PredictResponse, summary="Score 1 to 1,000 sentences", openapi_extra=json_body)
+    async def predict(request: Request) -> dict:
+        if media_type(request) not in JSON_TYPES:
+            raise unsupported_media_type(media_type(request), JSON_TYPES)
+        return await score(request)
+
+    @app.post(
+        "/invocations",
+        summary="SageMaker inference: application/json as /predict, or text/csv with one sentence a line",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {**json_body["requestBody"]["content"], "text/csv": {"schema": {"type": "string"}}},
+            }
+        },
+    )
+    async def invocations(request: Request) -> Response:
+        kind = media_type(request)
+        if kind in CSV_TYPES:
+            texts = validate_request({"texts": parse_csv(await request.body())}).texts
+            result = {
+                "model_version": predictor.info.version,
+                "backend": predictor.backend_name,
+                "predictions": await batcher.submit(texts),
+            }
+        elif kind in JSON_TYPES:
+            result = await score(request)
+        else:
+            raise unsupported_media_type(kind, JSON_TYPES + CSV_TYPES)
+        if "text/csv" in request.headers.get("accept", ""):
+            return Response(predictions_csv(result["predictions"], list(predictor.labels)), media_type="text/csv")
+        return JSONResponse(jsonable_encoder(PredictResponse(**result)))
 
     @app.get("/health", summary="Liveness: the model is loaded")
     async def health() -> dict:
         return {"status": "ok", "model_version": predictor.info.version, "backend": predictor.backend_name}
+
+    app.get("/ping", summary="SageMaker health check: 200 once the model is loaded")(health)
 
     @app.get("/metadata", summary="Model version, labels, backend and the run's test metrics")
     async def metadata() -> dict:
@@ -216,8 +391,69 @@ def create_app(predictor, max_batch_texts: int | None = None, max_wait_ms: float
     return app
 
 
-def serve(predictor, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info", **batching) -> None:
-    """Run the API with uvicorn (one process; concurrency comes from micro-batching)."""
+def read_api_key(api_key_file: str | None, env: Mapping[str, str]) -> str | None:
+    """The API key from --api_key_file (first line) or else FINSENT_API_KEY; None when neither is given."""
+    if api_key_file is not None:
+        path = Path(api_key_file)
+        try:
+            key = path.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            raise FinsentError(f"{path}: no such API key file (--api_key_file)") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise FinsentError(
+                f"{path}: cannot read the API key file ({e.__class__.__name__}); give a UTF-8 text file"
+            ) from None
+        if not key or len(key.split()) > 1:
+            raise FinsentError(
+                f"{path}: the API key file is {'empty' if not key else 'more than one word'}; put only the key in it"
+            )
+        return key
+    key = env.get(API_KEY_ENV)
+    if key is not None and not key.strip():
+        raise FinsentError(f"{API_KEY_ENV} is set but empty; set it to the key clients must send, or unset it")
+    return key.strip() if key else None
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 and localhost; every other address (0.0.0.0 included) reaches beyond this machine."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(host: str, api_key: str | None, allow_unauthenticated: bool, sagemaker: bool) -> str | None:
+    """Refuse to serve a non-loopback address without a key; the line to print when serving open on purpose."""
+    if api_key or is_loopback(host):
+        return None
+    if sagemaker:
+        return f"finsent: SageMaker mode: serving on {host} without an API key; SageMaker's IAM authentication guards the endpoint"
+    if allow_unauthenticated:
+        return f"finsent: warning: serving on {host} without an API key (--allow_unauthenticated): anyone who reaches it can use it"
+    raise FinsentError(
+        f"refusing to serve on {host} without an API key: set {API_KEY_ENV} or --api_key_file FILE "
+        "(clients send 'Authorization: Bearer <key>'), bind --host 127.0.0.1, or pass --allow_unauthenticated"
+    )
+
+
+def sagemaker_port(env: Mapping[str, str]) -> int:
+    """SageMaker serves on 8080 unless the platform names another port in SAGEMAKER_BIND_TO_PORT."""
+    value = env.get("SAGEMAKER_BIND_TO_PORT", str(SAGEMAKER_PORT))
+    if not value.isdigit() or not 0 < int(value) < 65536:
+        raise FinsentError(f"SAGEMAKER_BIND_TO_PORT={value!r} is not a port number (1 to 65535)")
+    return int(value)
+
+
+def serve(
+    predictor,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    log_level: str = "info",
+    **options,
+) -> None:
+    """Run the API with uvicorn (one process; concurrency comes from micro-batching); options go to create_app."""
     import uvicorn
 
-    uvicorn.run(create_app(predictor, **batching), host=host, port=port, log_level=log_level)
+    uvicorn.run(create_app(predictor, **options), host=host, port=port, log_level=log_level)
