@@ -13,7 +13,10 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
+from starlette.concurrency import run_in_threadpool
 
+from finsent.documents import AnalyzeRequest, analyze_text
+from finsent.errors import FinsentError
 from finsent.inference import is_valid_unicode
 
 MAX_TEXTS = 1000
@@ -196,6 +199,13 @@ def create_app(predictor, max_batch_texts: int | None = None, max_wait_ms: float
     async def predict(request: PredictRequest) -> dict:
         predictions = await batcher.submit(request.texts)
         return {"model_version": predictor.info.version, "backend": predictor.backend_name, "predictions": predictions}
+
+    @app.post("/analyze", summary="Sentence sentiment, section aggregates and question evidence for one document")
+    async def analyze(request: AnalyzeRequest):
+        try:
+            return await run_in_threadpool(analyze_text, predictor, request.text, request.questions, request.top_k)
+        except FinsentError as e:
+            return JSONResponse(status_code=422, content={"message": str(e), "detail": []})
 
     @app.get("/health", summary="Liveness: the model is loaded")
     async def health() -> dict:
