@@ -83,7 +83,7 @@ def make_pdf(
         stream.set_data(f"BT /F1 10 Tf 14 TL 50 740 Td {ops}ET".encode("latin-1"))
         page.replace_contents(stream)
     for title, page_index in outline:
-        writer.add_outline_item(title, page_index)
+        writer.add_outline_item(title=title, page_number=page_index)
     if password:
         writer.encrypt(password, algorithm="AES-128")
     with open(path, "wb") as f:

@@ -287,9 +287,9 @@ def input_paths(inputs: Sequence[str]) -> list[str]:
 
 
 def load_documents(inputs: Sequence[str]) -> Iterator[Document]:
-    """Read every input (files, folders, `-` for stdin as plain text), one document at a time."""
+    """Read every input (files, folders, `-` for stdin as Markdown, as POST /analyze), one document at a time."""
     for item in input_paths(inputs):
-        yield whole("<stdin>", sys.stdin.read(), "<stdin>") if item == STDIN else read_document(item)
+        yield from_markdown("<stdin>", sys.stdin.read()) if item == STDIN else read_document(item)
 
 
 # ---- sentences -------------------------------------------------------------------------------------------------
