@@ -197,6 +197,10 @@ def test_bad_documents_fail_with_one_line(tmp_path, capsys):
         capsys, ["analyze", str(tmp_path / "empty.txt"), "--model_dir", run, "--output", "r.xlsx"]
     )
     assert "nothing to analyze" in one_line_error(capsys, ["analyze", "--model_dir", run])
+    page = str(tmp_path / "page.html")
+    assert "is an input document" in one_line_error(capsys, ["analyze", page, "--model_dir", run, "--output", page])
+    assert "--top_k 0" in one_line_error(capsys, ["analyze", page, "--model_dir", run, "--ask", "q", "--top_k", "0"])
+    assert "question is empty" in one_line_error(capsys, ["analyze", page, "--model_dir", run, "--ask", " "])
 
 
 def test_folder_input_reads_supported_files_sorted(tmp_path):

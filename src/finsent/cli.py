@@ -370,18 +370,22 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
     if args.output:
         output_format(args.output)
+        if any(os.path.realpath(args.output) == os.path.realpath(p) for p in args.inputs):
+            raise FinsentError(f"--output {args.output}: is an input document; write the report to another file")
+    documents.check_questions(args.ask, args.top_k)
     if args.index:
         from finsent.retrieval import CorpusIndex
 
         if args.inputs:
             raise FinsentError("give INPUT documents or --index DIR, not both")
+        if not args.ask:
+            raise FinsentError("--index needs at least one --ask QUESTION")
         index = CorpusIndex.load(args.index)
         report = documents.ask_index(_predictor(args), index, args.ask, args.top_k)
     else:
         if not args.inputs:
             raise FinsentError("nothing to analyze: give .txt, .md, .html or .pdf files, folders, or - for stdin")
         docs = documents.prepare(documents.load_documents(args.inputs))
-        documents.check_questions(args.ask, args.top_k)
         report = documents.analyze(_predictor(args), docs, args.ask, args.top_k)
     if not args.output:
         from finsent.serialization import dumps
