@@ -203,6 +203,20 @@ def test_bad_documents_fail_with_one_line(tmp_path, capsys):
     assert "question is empty" in one_line_error(capsys, ["analyze", page, "--model_dir", run, "--ask", " "])
 
 
+def test_missing_documents_extra_is_named_in_one_line(monkeypatch, tmp_path):
+    from finsent.errors import FinsentError
+    from finsent.retrieval import CorpusIndex
+
+    (tmp_path / "a.pdf").write_bytes(b"%PDF-1.4")
+    (tmp_path / "index.json").write_text("{}")
+    monkeypatch.setitem(sys.modules, "pypdf", None)  # as if not installed
+    monkeypatch.setitem(sys.modules, "faiss", None)
+    with pytest.raises(FinsentError, match=r"needs pypdf: pip install 'finsent\[documents\]'"):
+        read_document(tmp_path / "a.pdf")
+    with pytest.raises(FinsentError, match=r"needs faiss-cpu: pip install 'finsent\[documents\]'"):
+        CorpusIndex.load(tmp_path)
+
+
 def test_folder_input_reads_supported_files_sorted(tmp_path):
     (tmp_path / "b.md").write_text("# B\nSales rose.\n")
     (tmp_path / "sub").mkdir()

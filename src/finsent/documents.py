@@ -64,14 +64,14 @@ class Sentence:
     section: int
 
 
-def _need(module: str):
+def _need(module: str, package: str):
     """Import a library of the `documents` extra, or say in one line how to install it."""
     import importlib
 
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise FinsentError(f"reading documents needs {module}: {DOCUMENTS_EXTRA}") from None
+        raise FinsentError(f"reading documents needs {package}: {DOCUMENTS_EXTRA}") from None
 
 
 # ---- extraction ------------------------------------------------------------------------------------------------
@@ -164,7 +164,7 @@ class _HtmlText:
 
 def from_html(source: str, html: str) -> Document:
     """HTML: the visible text, block by block; each h1-h3 starts a section."""
-    bs4 = _need("bs4")
+    bs4 = _need("bs4", "beautifulsoup4")
     soup = bs4.BeautifulSoup(html, "html.parser")
     walker = _HtmlText()
     walker.walk(soup.body or soup)
@@ -202,7 +202,7 @@ def _outline(reader) -> list[tuple[str, int]]:
 
 def from_pdf(source: str, path: Path) -> Document:
     """PDF: the text of every page; sections from the outline, else one a page."""
-    pypdf = _need("pypdf")
+    pypdf = _need("pypdf", "pypdf")
     logging.getLogger("pypdf").setLevel(logging.ERROR)  # damaged files end in one FinsentError line, not warnings
     hint = "save it again as PDF or extract its text to a .txt file"
     try:
@@ -298,7 +298,7 @@ def load_documents(inputs: Sequence[str]) -> Iterator[Document]:
 @lru_cache(maxsize=1)
 def segmenter():
     """nupunkt's Punkt model with financial abbreviations; its own instance, so the library's shared one is untouched."""
-    nupunkt = _need("nupunkt")
+    nupunkt = _need("nupunkt", "nupunkt")
     from nupunkt.models import get_default_model_path
 
     tok = nupunkt.PunktSentenceTokenizer.load(get_default_model_path())
