@@ -1,6 +1,8 @@
 """Document extraction, sections, sentence segmentation with offsets, aggregates and bad input (no model: fast)."""
 
+import html
 import json
+import re
 import subprocess
 import sys
 
@@ -239,7 +241,7 @@ def predictor(lora_run):
 @pytest.fixture(scope="module")
 def news_md(phrasebank_zip, tmp_path_factory):
     """A Markdown document of held-out AllAgree sentences: a positive, a negative and a neutral section."""
-    text, plan = sectioned_markdown(held_out_sentences(phrasebank_zip, 8))
+    text, plan = sectioned_markdown(held_out_sentences(phrasebank_zip, 12))
     path = tmp_path_factory.mktemp("docs") / "news.md"
     path.write_text(text, encoding="utf-8")
     return path, plan
@@ -357,6 +359,13 @@ def test_index_and_ask_over_a_corpus(lora_run, predictor, news_md, tmp_path, cap
     assert (top["label"], top["confidence"]) == (expected["label"], pytest.approx(expected["confidence"], abs=1e-5))
     assert len(first["sentences"]) == 5
     assert second["sentences"][0]["text"] == "The board proposes a dividend of EUR 0.50."
+    page = tmp_path / "answers.html"
+    argv = ["analyze", "--model_dir", str(lora_run), "--index", str(index), "--ask", "dividend proposal"]
+    assert main([*argv, "--top_k", "2", "--output", str(page)]) == 0
+    rows = re.findall(r'<tr><td class="sim">([0-9.]+)</td><td>(.*?)</td>', page.read_text(encoding="utf-8"))
+    assert [(float(sim), html.unescape(text)) for sim, text in rows] == [
+        (pytest.approx(s["similarity"], abs=1e-3), s["text"]) for s in second["sentences"][:2]
+    ]
 
     assert main(["index", str(corpus / "page.html"), "--output", str(index), "--quiet"]) == 0  # rebuilt in place
     assert read_json(index / "index.json")["sentences"] == 1

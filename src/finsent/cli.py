@@ -393,11 +393,19 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         print(dumps(report))
         return 0
     write_report(report, args.output)
+
+    def n(count: int, noun: str) -> str:
+        return f"{count} {noun}{'' if count == 1 else 's'}"
+
     for doc in report["documents"]:
-        c = doc["counts"]
+        counts = ", ".join(f"{v} {k}" for k, v in doc["counts"].items())
         print(
-            f"{doc['source']}: {doc['label']} ({doc['score']:+.3f}; {len(doc['sentences'])} sentences: "
-            f"{', '.join(f'{v} {k}' for k, v in c.items())}; {len(doc['sections'])} sections)"
+            f"{doc['source']}: {doc['label']} ({doc['score']:+.3f}; {n(len(doc['sentences']), 'sentence')}: {counts}; "
+            f"{n(len(doc['sections']), 'section')})"
+        )
+    if args.index:
+        print(
+            f"{n(len(args.ask), 'question')} answered from {n(report['index']['sentences'], 'sentence')} in {args.index}"
         )
     print(f"report: {args.output}")
     return 0
