@@ -221,7 +221,7 @@ def from_pdf(source: str, path: Path) -> Document:
         starts.append(len(text))
         text += page
     bounds = [*starts[1:], len(text)]
-    outline = _outline(reader)
+    outline = [(title, page) for title, page in _outline(reader) if page < len(pages)]
     if not outline:
         sections = [Section(f"page {i + 1}", starts[i], bounds[i]) for i in range(len(pages))]
         return Document(source, text, tuple(s for s in sections if text[s.start : s.end].strip()))
