@@ -40,7 +40,7 @@ def csv_rows(report: dict) -> list[dict]:
         titles = [s["title"] for s in doc["sections"]]
         for s in doc["sentences"]:
             probs = {f"prob_{k}": v for k, v in s["probabilities"].items()}
-            rows.append({"source": doc["source"], "section": titles[s["section"]], **s, **probs})
+            rows.append({**s, **probs, "source": doc["source"], "section": titles[s["section"]]})
         for ev in doc["evidence"]:
             for rank, s in enumerate(ev["sentences"], start=1):
                 rows.append({"source": doc["source"], "question": ev["question"], "rank": rank, **s})
