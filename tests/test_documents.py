@@ -340,7 +340,7 @@ def test_index_and_ask_over_a_corpus(lora_run, predictor, news_md, tmp_path, cap
     (corpus / "news.md").write_text(news_md[0].read_text(encoding="utf-8"), encoding="utf-8")
     (corpus / "page.html").write_text("<h1>Board</h1><p>The board proposes a dividend of EUR 0.50.</p>")
     pdf_sentence = "Vaisala will cut 40 jobs at its Vantaa factory."
-    make_pdf(corpus / "memo.pdf", [["Memo", pdf_sentence]])
+    make_pdf(corpus / "memo.pdf", [["Memo", pdf_sentence]], outline=[("Memo", 0)])
     index = tmp_path / "index"
     assert main(["index", str(corpus), "--output", str(index), "--quiet"]) == 0
     manifest = read_json(index / "index.json")
