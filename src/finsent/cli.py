@@ -317,6 +317,101 @@ def add_serving_commands(sub) -> None:
     p.add_argument("--output_dir", default=None, help="where to write the ONNX files (default: <model_dir>/onnx)")
     p.add_argument("--no_quantize", action="store_true", help="write only the fp32 ONNX model")
     p.set_defaults(func=cmd_export_onnx)
+    add_document_commands(sub, model_args)
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from finsent import documents
+    from finsent.document_report import output_format, write_report
+
+    if args.output:
+        output_format(args.output)
+        if any(os.path.realpath(args.output) == os.path.realpath(p) for p in args.inputs):
+            raise FinsentError(f"--output {args.output}: is an input document; write the report to another file")
+    documents.check_questions(args.ask, args.top_k)
+    if args.index:
+        from finsent.retrieval import CorpusIndex
+
+        if args.inputs:
+            raise FinsentError("give INPUT documents or --index DIR, not both")
+        if not args.ask:
+            raise FinsentError("--index needs at least one --ask QUESTION")
+        index = CorpusIndex.load(args.index)
+        report = documents.ask_index(_predictor(args), index, args.ask, args.top_k)
+    else:
+        if not args.inputs:
+            raise FinsentError("nothing to analyze: give .txt, .md, .html or .pdf files, folders, or - for stdin")
+        docs = documents.prepare(documents.load_documents(args.inputs))
+        report = documents.analyze(_predictor(args), docs, args.ask, args.top_k)
+    if not args.output:
+        from finsent.serialization import dumps
+
+        print(dumps(report))
+        return 0
+    write_report(report, args.output)
+
+    def n(count: int, noun: str) -> str:
+        return f"{count} {noun}{'' if count == 1 else 's'}"
+
+    for doc in report["documents"]:
+        counts = ", ".join(f"{v} {k}" for k, v in doc["counts"].items())
+        print(
+            f"{doc['source']}: {doc['label']} ({doc['score']:+.3f}; {n(len(doc['sentences']), 'sentence')}: {counts}; "
+            f"{n(len(doc['sections']), 'section')})"
+        )
+    if args.index:
+        print(
+            f"{n(len(args.ask), 'question')} answered from {n(report['index']['sentences'], 'sentence')} in {args.index}"
+        )
+    print(f"report: {args.output}")
+    return 0
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from transformers.utils import logging as hf_logging
+
+    from finsent.retrieval import Encoder, build_index
+
+    hf_logging.disable_progress_bar()
+    encoder = Encoder(batch_size=args.batch_size, num_threads=args.threads)
+    manifest = build_index(args.inputs, args.output, encoder, progress=not args.quiet)
+    print(f"indexed {manifest['sentences']} sentences from {len(manifest['documents'])} documents -> {args.output}")
+    return 0
+
+
+def add_document_commands(sub, model_args) -> None:
+    """`finsent analyze` and `finsent index`."""
+    p = sub.add_parser(
+        "analyze", help="sentence sentiment, section and document aggregates and evidence for long documents"
+    )
+    p.add_argument(
+        "inputs", nargs="*", metavar="INPUT", help=".txt, .md, .html or .pdf files, folders of them, or - for stdin"
+    )
+    model_args(p)
+    p.add_argument(
+        "--ask",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="QUESTION",
+        help="questions to find evidence sentences for (after the INPUTs)",
+    )
+    p.add_argument("--top_k", type=int, default=5, help="evidence sentences per question (default: %(default)s)")
+    p.add_argument(
+        "--output", default=None, help="report.json, report.html or report.csv (default: the JSON report on stdout)"
+    )
+    p.add_argument(
+        "--index", default=None, metavar="DIR", help="answer --ask from a corpus index made by finsent index"
+    )
+    p.set_defaults(func=cmd_analyze)
+
+    p = sub.add_parser("index", help="embed every sentence of a folder of documents into a faiss index for --ask")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="folders or .txt, .md, .html or .pdf files")
+    p.add_argument("--output", required=True, metavar="INDEX_DIR", help="folder to write the index to")
+    p.add_argument("--batch_size", type=int, default=64, help="sentences per forward pass (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: the library's choice)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_index)
 
 
 def cmd_score(args: argparse.Namespace) -> int:

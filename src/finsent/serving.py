@@ -24,10 +24,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, field_validator
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from finsent.documents import AnalyzeRequest, analyze_text
 from finsent.errors import FinsentError
 from finsent.inference import is_valid_unicode
 
@@ -218,10 +220,10 @@ def parse_csv(body: bytes) -> list[str]:
     return [",".join(row) for row in csv.reader(io.StringIO(decode_utf8(body), newline=""))]
 
 
-def validate_request(data: Any) -> PredictRequest:
-    """Validate parsed input as a PredictRequest; errors become the same 422 as any other bad field."""
+def validate_request(data: Any, model: type[BaseModel] = PredictRequest) -> BaseModel:
+    """Validate parsed input as a request model; errors become the same 422 as any other bad field."""
     try:
-        return PredictRequest.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as e:
         raise RequestValidationError(
             [{**err, "loc": ("body", *err["loc"])} for err in e.errors(include_url=False)]
@@ -369,6 +371,25 @@ def create_app(
         if "text/csv" in request.headers.get("accept", ""):
             return Response(predictions_csv(result["predictions"], list(predictor.labels)), media_type="text/csv")
         return JSONResponse(jsonable_encoder(PredictResponse(**result)))
+
+    @app.post(
+        "/analyze",
+        summary="Sentence sentiment, section aggregates and question evidence for one document",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": AnalyzeRequest.model_json_schema()}},
+            }
+        },
+    )
+    async def analyze(request: Request):
+        if media_type(request) not in JSON_TYPES:
+            raise unsupported_media_type(media_type(request), JSON_TYPES)
+        body = validate_request(parse_json(await request.body()), AnalyzeRequest)
+        try:
+            return await run_in_threadpool(analyze_text, predictor, body.text, body.questions, body.top_k)
+        except FinsentError as e:
+            return JSONResponse(status_code=422, content={"message": str(e), "detail": []})
 
     @app.get("/health", summary="Liveness: the model is loaded")
     async def health() -> dict:
