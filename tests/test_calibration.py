@@ -42,6 +42,16 @@ def test_temperature_below_one_for_underconfident_and_one_when_calibrated():
     assert calibration.fit_temperature(logits, labels) == pytest.approx(1.0, abs=0.12)
 
 
+def test_no_temperature_is_fitted_on_a_validation_split_without_errors():
+    # every validation sentence right (an mpnet teacher on AllAgree): the NLL keeps falling as T -> 0, and the
+    # bounded search used to return its lower bound (T 0.018), which made the model certain of every answer
+    logits = np.array([[3.0, 0.0, -1.0], [0.0, 2.0, 0.5], [-1.0, 0.0, 1.5]])
+    labels = np.array([0, 1, 2])
+    assert calibration.nll(logits, labels, 0.1) < calibration.nll(logits, labels, 1.0)
+    assert calibration.fit_temperature(logits, labels) == 1.0
+    assert calibration.fit_temperature(logits, [0, 1, 1]) > 1.0  # one confident error: a softer T is fitted again
+
+
 def test_calibrate_reports_val_nll_and_lower_test_ece():
     logits, labels = calibrated_logits(n=4000, seed=3)
     logits = logits * 2.5  # over-confident

@@ -22,8 +22,8 @@ def nll(logits, labels, temperature: float = 1.0) -> float:
 def fit_temperature(logits, labels) -> float:
     """The T > 0 minimising validation NLL (bounded 1-D search on log T; the NLL is unimodal in log T)."""
     logits = np.asarray(logits, dtype=np.float64)
-    if len(logits) == 0:
-        return 1.0
+    if len(logits) == 0 or (logits.argmax(1) == np.asarray(labels)).all():
+        return 1.0  # without a validation error the NLL only falls as T -> 0: nothing to fit, leave the model alone
     res = minimize_scalar(
         lambda log_t: nll(logits, labels, float(np.exp(log_t))),
         bounds=LOG_T_BOUNDS,
