@@ -17,6 +17,7 @@ def load_script(name: str):
     return module
 
 
+@pytest.mark.slow  # imports the training stack and fits two seeds
 def test_accuracy_benchmark_tfidf_two_seeds(phrasebank_zip, tmp_path):
     accuracy = load_script("accuracy")
     assert (

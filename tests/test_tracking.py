@@ -35,6 +35,7 @@ def test_params_and_metrics_flatten_results():
     assert metrics["n_high_confidence_error"] == 2 and "use_lora" not in metrics
 
 
+@pytest.mark.slow  # imports MLflow and creates its database
 def test_log_run_to_local_sqlite(tmp_path, capsys):
     from mlflow import MlflowClient
 
