@@ -119,11 +119,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     from finsent.data import load_data
     from finsent.evaluation import evaluate_logits, predict_logits, write_report
+    from finsent.inference import torch_device
     from finsent.modeling import load_trained
     from finsent.serialization import read_json
 
+    device, dtype = torch_device(args.device)
     data = load_data(args.data_path, args.agreement, args.text_column, args.label_column)
     model, tokenizer = load_trained(args.model_dir)
+    model = model.to(device, dtype)
     meta_path = Path(args.model_dir) / "finsent_model.json"
     meta = read_json(meta_path) if meta_path.is_file() else {}
     version = meta.get("version", Path(args.model_dir).name)
@@ -208,13 +211,26 @@ def add_observability_commands(sub) -> None:
     p.set_defaults(func=cmd_export)
 
 
+def add_device_arg(p: argparse.ArgumentParser) -> None:
+    from finsent.inference import DEVICES
+
+    p.add_argument(
+        "--device",
+        default="cpu",
+        choices=DEVICES,
+        help="cpu (fp32), or cuda: the torch backend on a GPU in bf16 (fp16 where bf16 is unsupported) (default: %(default)s)",
+    )
+
+
 def _predictor(args: argparse.Namespace):
     from transformers.utils import logging as hf_logging
 
     from finsent.inference import Predictor
 
     hf_logging.disable_progress_bar()
-    return Predictor(args.model_dir, backend=args.backend, batch_size=args.batch_size, num_threads=args.threads)
+    return Predictor(
+        args.model_dir, backend=args.backend, batch_size=args.batch_size, num_threads=args.threads, device=args.device
+    )
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -301,8 +317,8 @@ def add_serving_commands(sub) -> None:
         p.add_argument(
             "--batch_size",
             type=int,
-            default=32,
-            help="sentences per forward pass, batches sorted by length (default: %(default)s)",
+            default=None,
+            help="sentences per forward pass, batches sorted by length (default: 32 on the CPU, 512 on a GPU)",
         )
         p.add_argument(
             "--threads",
@@ -310,6 +326,7 @@ def add_serving_commands(sub) -> None:
             default=None,
             help="CPU threads for inference (default: the library's choice, all cores)",
         )
+        add_device_arg(p)
 
     p = sub.add_parser("predict", help="score sentences from arguments, stdin or a csv/jsonl/txt file")
     p.add_argument("texts", nargs="*", metavar="TEXT", help="sentences to score (else --input, else stdin, one a line)")
@@ -387,6 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label_column", default=d.label_column)
     p.add_argument("--low_confidence", type=float, default=d.low_confidence)
     p.add_argument("--high_confidence", type=float, default=d.high_confidence)
+    add_device_arg(p)
     p.set_defaults(func=cmd_evaluate)
     add_observability_commands(sub)
     add_serving_commands(sub)
