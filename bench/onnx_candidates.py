@@ -27,8 +27,9 @@ ROOT = Path(__file__).resolve().parents[1]
 AGREEMENT_GOAL = 0.995
 N_OTHER = 2000
 N_CALIBRATION = 256
-DYNAMIC = {"method": "dynamic", "per_channel": True, "reduce_range": False, "op_types": ["MatMul"]}
-STATIC = {**DYNAMIC, "method": "static", "activation_type": "QUInt8", "calibrate_method": "MinMax"}
+MODEL_FILE = "model.onnx"
+DYNAMIC = {"mode": "dynamic", "per_channel": True, "reduce_range": False, "op_types": ["MatMul"]}
+STATIC = {**DYNAMIC, "mode": "static", "activation_type": "QUInt8", "calibrate_method": "MinMax"}
 # What each candidate is, as data: engine, exporter, fusion (None, "Attention", "MultiHeadAttention"), quantization.
 CANDIDATES: dict[str, dict] = {
     "ort_dynamo_fp32": {"engine": "onnxruntime", "exporter": "dynamo", "fusion": None, "quantization": None},
@@ -188,11 +189,10 @@ def build(name: str, spec: dict, model_dir: Path, work: Path, calibration: list[
     plain = out / "plain.onnx"
     names = exporter.export_fp32(model, tokenizer, plain, info.max_length, spec["exporter"])
     source = plain
-    fused: dict = {}
+    built: dict = {"fused_nodes": {}}
     if spec["fusion"]:
         source = out / "fused.onnx"
-        fused = exporter.fuse(plain, source, model.config, spec["fusion"])
-    built = {"fused_nodes": fused}
+        built["fused_nodes"] = exporter.fuse(plain, source, model.config, spec["fusion"])
     q = spec["quantization"]
     if q:
         feeds = [
@@ -205,23 +205,28 @@ def build(name: str, spec: dict, model_dir: Path, work: Path, calibration: list[
             split = out / "split.onnx"
             excluded = exporter.split_outlier_channels(source, split, exporter.channel_absmax(source, feeds), k)
             source = split
-        exporter.quantize_int8(source, out / "model.int8.onnx", q, excluded, feeds)
-        source = out / "model.int8.onnx"
+        exporter.quantize_int8(source, out / "int8.onnx", q, excluded, feeds)
+        source = out / "int8.onnx"
         built["fp32_nodes"] = len(excluded)
-    final = out / "model.onnx" if not q else source
-    if source != final:
-        source.replace(final)
+    source.replace(out / MODEL_FILE)
     for tmp in ("plain.onnx", "fused.onnx", "split.onnx"):
-        if (out / tmp).exists() and out / tmp != final:
-            (out / tmp).unlink()
-    built["file"] = str(final)
-    built["size_mb"] = final.stat().st_size / 1e6
+        (out / tmp).unlink(missing_ok=True)
+    built["file"] = str(out / MODEL_FILE)
+    built["size_mb"] = (out / MODEL_FILE).stat().st_size / 1e6
     return built
 
 
-def engine(spec: dict, built: dict, threads: int):
+def candidate_path(name: str, work: Path) -> Path:
+    """Where build() put a candidate: its ONNX file, or the CTranslate2 model folder."""
+    spec = CANDIDATES[name]
+    path = work / name if spec["engine"] == "ctranslate2" else work / name / MODEL_FILE
+    if not path.exists():
+        raise SystemExit(f"{path}: candidate {name} not built; run bench/onnx_candidates.py --candidates {name} first")
+    return path
+
+
+def engine(spec: dict, path: Path, threads: int):
     """The backend object a Predictor runs for a built candidate."""
-    path = Path(built["file"])
     if spec["engine"] == "openvino":
         return OpenVinoEngine(path, threads)
     if spec["engine"] == "ctranslate2":
@@ -231,10 +236,11 @@ def engine(spec: dict, built: dict, threads: int):
     return OnnxBackend(path, threads)
 
 
-def predictor(model_dir: Path, spec: dict, built: dict, threads: int, batch_size: int = 32):
+def predictor(model_dir: Path, name: str, work: Path, threads: int, batch_size: int = 32):
+    """finsent's Predictor (tokenization, length-sorted batches, temperature) on a built candidate."""
     from finsent.inference import Predictor
 
-    return Predictor(model_dir, engine(spec, built, threads), batch_size=batch_size)
+    return Predictor(model_dir, engine(CANDIDATES[name], candidate_path(name, work), threads), batch_size=batch_size)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -271,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         built = build(name, spec, model_dir, work, calibration)
         build_s = time.perf_counter() - t0
-        p = predictor(model_dir, spec, built, args.threads)
+        p = predictor(model_dir, name, work, args.threads)
         got = p.score(texts).probs.argmax(1)
         p.score(timed[:64])
         t0 = time.perf_counter()
@@ -295,8 +301,8 @@ def main(argv: list[str] | None = None) -> int:
             f"~{row['sentences_per_s_rough']:.0f} sentences/s (load {row['loadavg'][0]:.1f})",
             file=sys.stderr,
         )
-    write_json(Path(args.out + ".json"), {"model_dir": str(model_dir), "threads": args.threads, "rows": rows})
-    write_text(Path(args.out + ".md"), markdown(rows, args))
+        write_json(Path(args.out + ".json"), {"model_dir": str(model_dir), "threads": args.threads, "rows": rows})
+        write_text(Path(args.out + ".md"), markdown(rows, args))  # after each candidate: a long run keeps its rows
     return 0
 
 

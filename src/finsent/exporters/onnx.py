@@ -36,7 +36,7 @@ FUSED_OPS = (
 )
 # onnxruntime int8 quantization, as data. The fp32 graph is fused with packed-QKV `Attention`; the int8 graph is fused
 # with `MultiHeadAttention` instead, so the Q/K/V projections stay MatMul nodes that can be quantized and split.
-# `method`: "dynamic" (activations quantized per tensor at run time) or "static" (QDQ, activation ranges from
+# `mode`: "dynamic" (activations quantized per tensor at run time) or "static" (QDQ, activation ranges from
 # calibration sentences). Weights: int8 per output channel (`weight_type` QInt8, U8S8 kernels; on CPUs without VNNI,
 # QUInt8 avoids the U8S8 saturation). The pooler and the 3-way classifier (Gemm) and the embeddings stay fp32.
 # BERT-family encoders carry a few input channels with activations 10-15x larger than the rest (all-MiniLM-L6-v2:
@@ -44,7 +44,7 @@ FUSED_OPS = (
 # else coarsely: the `fp32_outlier_channels` largest channels of each MatMul input (by |activation| on calibration
 # sentences) are taken out of its int8 product and added back by a small fp32 product (exact in fp32).
 QUANTIZATION = {
-    "method": "dynamic",
+    "mode": "dynamic",
     "weight_type": "QInt8",
     "per_channel": True,
     "reduce_range": False,
@@ -316,7 +316,7 @@ def quantize_int8(
         "extra_options": {"DefaultTensorType": TensorProto.FLOAT},
     }
     try:
-        if settings["method"] == "static":
+        if settings["mode"] == "static":
             quantize_static(
                 src,
                 dst,
@@ -399,7 +399,7 @@ def export_onnx(model_dir: str | Path, output_dir: str | Path | None = None, qua
         "fp32_max_abs_logit_diff": diff,
         "quantization": {
             **QUANTIZATION,
-            "method": f"onnxruntime.quantization.quantize_{QUANTIZATION['method']}",
+            "method": f"onnxruntime.quantization.quantize_{QUANTIZATION['mode']}",
             "fused_nodes": quantized["fused_nodes"],
             "fp32_nodes": quantized["fp32_nodes"],
         }
