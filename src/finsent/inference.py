@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import itertools
 import json
 import math
 import os
+import queue
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -283,6 +285,7 @@ class Predictor:
         self.batch_size = batch_size
         self.pad_id = self.tokenizer.pad_token_id or 0
         self.tokenizer_threads = max(1, min(8, (os.cpu_count() or 2) - 1))
+        self._tokenizers: queue.SimpleQueue = queue.SimpleQueue()
 
     @property
     def backend_name(self) -> str:
@@ -305,13 +308,14 @@ class Predictor:
         self._check_unicode(texts)
         return self._tokenize(texts)
 
-    def _tokenize(self, texts: Sequence[str]) -> tuple[list[list[int]], np.ndarray]:
+    def _tokenize(self, texts: Sequence[str], tokenizer=None) -> tuple[list[list[int]], np.ndarray]:
+        tokenizer = tokenizer or self.tokenizer
         max_length = self.info.max_length
-        ids = self.tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
+        ids = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
         truncated = np.zeros(len(texts), dtype=bool)
         at_limit = [i for i, x in enumerate(ids) if len(x) >= max_length]
         if at_limit:  # only texts that reached the limit can have been cut: count their full length
-            full = self.tokenizer([texts[i] for i in at_limit], truncation=False, verbose=False)["input_ids"]
+            full = tokenizer([texts[i] for i in at_limit], truncation=False, verbose=False)["input_ids"]
             truncated[at_limit] = [len(x) > max_length for x in full]
         return ids, truncated
 
@@ -333,9 +337,19 @@ class Predictor:
         if len(starts) <= 1:
             yield 0, *self._tokenize(texts)
             return
+        if not self._tokenizers:  # one copy per thread: a tokenizer call changes its truncation settings
+            for _ in range(self.tokenizer_threads):
+                self._tokenizers.put(copy.deepcopy(self.tokenizer))
+
+        def tokenize(start: int) -> tuple[list[list[int]], np.ndarray]:
+            tokenizer = self._tokenizers.get()
+            try:
+                return self._tokenize(texts[start : start + TOKENIZE_CHUNK], tokenizer)
+            finally:
+                self._tokenizers.put(tokenizer)
+
         with ThreadPoolExecutor(self.tokenizer_threads, thread_name_prefix="finsent-tokenize") as pool:
-            chunks = pool.map(lambda s: self._tokenize(texts[s : s + TOKENIZE_CHUNK]), starts)
-            for start, (ids, truncated) in zip(starts, chunks):
+            for start, (ids, truncated) in zip(starts, pool.map(tokenize, starts)):
                 yield start, ids, truncated
 
     def logits(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
