@@ -368,14 +368,17 @@ def markdown(result: dict) -> str:
             f"{r['share_of_int8_peak']:.0%} | {r['share_of_fp32_peak']:.0%} | {share} | {r['peak_rss_mb']:.0f} | "
             f"{r['agreement_with_torch']:.2%} | {r['loadavg_before'][0]:.1f} / {r['loadavg_after'][0]:.1f} |"
         )
-    lines += [
-        "",
-        f"Server (`finsent serve --backend {result['latency'][0]['backend']} --threads {result['threads']}`, one sentence a request, 127.0.0.1, "
-        "clients in the same machine):",
-        "",
-        "| concurrent clients | requests | errors | p50 (ms) | p99 (ms) | requests/s | load avg (1 min) before |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
+    if not result["latency"]:
+        lines += ["", "Server: not measured (--no_server)."]
+    else:
+        lines += [
+            "",
+            f"Server (`finsent serve --backend {result['latency'][0]['backend']} --threads {result['threads']}`, one sentence a request, 127.0.0.1, "
+            "clients in the same machine):",
+            "",
+            "| concurrent clients | requests | errors | p50 (ms) | p99 (ms) | requests/s | load avg (1 min) before |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
     for r in result["latency"]:
         lines.append(
             f"| {r['clients']} | {r['requests']} | {r['errors']} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['requests_per_s']:.0f} | {r['loadavg_before'][0]:.1f} |"
