@@ -88,7 +88,7 @@ CANDIDATES: dict[str, dict] = {
         "fusion": "MultiHeadAttention",
         "quantization": {**STATIC, "weight_type": "QInt8", "fp32_outlier_channels": 8},
     },
-    "openvino_fp32": {"engine": "openvino", "exporter": "torchscript", "fusion": None, "quantization": None},
+    "openvino_auto_bf16": {"engine": "openvino", "exporter": "torchscript", "fusion": None, "quantization": None},
     "openvino_static_s8_split8": {
         "engine": "openvino",
         "exporter": "torchscript",
