@@ -285,7 +285,8 @@ class Predictor:
         self.batch_size = batch_size
         self.pad_id = self.tokenizer.pad_token_id or 0
         self.tokenizer_threads = max(1, min(8, (os.cpu_count() or 2) - 1))
-        self._tokenizers: queue.SimpleQueue = queue.SimpleQueue()
+        self._tokenizers: queue.SimpleQueue = queue.SimpleQueue()  # the copies not in use right now
+        self._tokenizer_copies: list = []
 
     @property
     def backend_name(self) -> str:
@@ -337,9 +338,10 @@ class Predictor:
         if len(starts) <= 1:
             yield 0, *self._tokenize(texts)
             return
-        if not self._tokenizers:  # one copy per thread: a tokenizer call changes its truncation settings
-            for _ in range(self.tokenizer_threads):
-                self._tokenizers.put(copy.deepcopy(self.tokenizer))
+        if not self._tokenizer_copies:  # one copy per thread: a tokenizer call changes its truncation settings
+            self._tokenizer_copies = [copy.deepcopy(self.tokenizer) for _ in range(self.tokenizer_threads)]
+            for tokenizer in self._tokenizer_copies:
+                self._tokenizers.put(tokenizer)
 
         def tokenize(start: int) -> tuple[list[list[int]], np.ndarray]:
             tokenizer = self._tokenizers.get()
