@@ -52,7 +52,7 @@ def restore(chunks: Path, model_dir: Path) -> None:
     print(f"restored {model_dir} ({len(tensors)} tensors)")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("pack")
@@ -62,7 +62,7 @@ def main() -> None:
     p = sub.add_parser("restore")
     p.add_argument("chunks", type=Path)
     p.add_argument("model_dir", type=Path)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.cmd == "pack":
         pack(args.model_dir, args.out, args.chunk_mb)
     else:

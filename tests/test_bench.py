@@ -200,3 +200,43 @@ def test_tune_records_the_lora_settings_that_ran_not_only_their_path(phrasebank_
     assert row["overrides"][0] == f"lora_config={lora}" and len(row["per_seed"]) == 1
     assert 0.0 <= row["per_seed"][0]["val_accuracy"] <= 1.0 and row["per_seed"][0]["epochs_run"] == 1.0
     assert "| rank 4 | [0] |" in (tmp_path / "out" / "tuning.md").read_text()
+
+
+def test_roofline_counts_the_issues_multiply_adds_and_measures_gemm_peaks():
+    from transformers import AutoConfig
+
+    from finsent.modeling import packaged_model_dir
+
+    serving = load_script("serving")
+    config = AutoConfig.from_pretrained(packaged_model_dir())
+    # issue 13: all-MiniLM-L6-v2 does about 366 M multiply-adds on a 34-token sentence
+    assert serving.macs_per_sentence(config, 34) == pytest.approx(366e6, rel=0.01)
+    assert serving.macs_per_sentence(config, 68) > 2 * serving.macs_per_sentence(config, 34)  # attention is quadratic
+    for dtype in ("int8", "fp32"):
+        peak = serving.gemm_peak(dtype, threads=1, seconds=0.2)
+        assert peak["kind"] == f"gemm_{dtype}" and 1e8 < peak["macs_per_s"] < 1e14
+    flags = serving.cpu_flags()
+    cpuinfo = open("/proc/cpuinfo").read().split()
+    assert set(flags) <= set(serving.CPU_FLAGS) and all(f in cpuinfo for f in flags)
+
+
+@pytest.mark.slow
+def test_a_model_travels_as_fp16_chunks_and_comes_back_as_fp32(tmp_path):
+    from safetensors.torch import load_file
+
+    from finsent.hub import packaged_model_dir
+    from finsent.modeling import load_base_model
+
+    pack = load_script("pack_weights")
+    chunks, restored_dir = tmp_path / ".gpu" / "minilm", tmp_path / "minilm"
+    pack.main(["pack", str(packaged_model_dir()), str(chunks), "--chunk_mb", "20"])
+    sizes = [p.stat().st_size for p in sorted(chunks.glob("chunk-*"))]
+    assert len(sizes) == 3 and max(sizes) <= 20 * 2**20 and sum(sizes) < 48e6  # the 91 MB model, halved, in pieces
+    pack.main(["restore", str(chunks), str(restored_dir)])
+    original = load_file(str(packaged_model_dir() / pack.WEIGHTS))
+    restored = load_file(str(restored_dir / pack.WEIGHTS))
+    assert restored.keys() == original.keys()
+    for name, tensor in original.items():
+        assert restored[name].dtype == tensor.dtype
+        assert (restored[name].float() - tensor.float()).abs().max() <= 1e-3 * tensor.float().abs().max() + 1e-7, name
+    assert load_base_model(str(restored_dir)).config.hidden_size == 384  # loads as --model_name

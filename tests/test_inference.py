@@ -2,14 +2,21 @@
 
 import csv
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
+from conftest import ROOT
+from finsent import inference
 from finsent.data import load_data, split_data
 from finsent.errors import FinsentError
 from finsent.inference import Predictor
+
+pytestmark = pytest.mark.slow  # every test here needs the short training run
 
 LONG = "Operating profit rose to EUR 13.1 mn from EUR 8.7 mn in the corresponding period in 2007 . " * 12
 
@@ -44,6 +51,46 @@ def test_input_order_and_batch_size_do_not_change_results(lora_run, torch_predic
     logits, _ = torch_predictor.logits(texts)
     reversed_logits, _ = Predictor(lora_run, "torch", batch_size=1).logits(texts[::-1])
     assert np.allclose(reversed_logits[::-1], logits, atol=1e-4)
+
+
+def test_chunked_tokenization_on_a_thread_pool_changes_nothing(lora_run, torch_predictor, test_texts, monkeypatch):
+    texts = test_texts[:45] + [LONG]
+    logits, truncated = torch_predictor.logits(texts)
+    monkeypatch.setattr(inference, "TOKENIZE_CHUNK", 7)  # 7 chunks, tokenized ahead on the pool
+    chunked = Predictor(lora_run, "torch", batch_size=4)
+    assert chunked.tokenizer_threads >= 1
+    chunked_logits, chunked_truncated = chunked.logits(texts)
+    assert np.allclose(chunked_logits, logits, atol=1e-4)
+    assert chunked_truncated.tolist() == truncated.tolist() and truncated[-1]
+    with pytest.raises(FinsentError, match="text 12 of 46"):  # numbered over all texts, not within a chunk
+        chunked.logits(texts[:11] + ["bad \udc80"] + texts[12:])
+
+
+@pytest.mark.skipif(
+    __import__("torch").cuda.is_available(), reason="a GPU is present: --device cuda runs instead of failing"
+)
+def test_device_cuda_without_a_gpu_is_one_line_and_exit_2(lora_run, phrasebank_zip, tmp_path):
+    cases = [
+        ["predict", "--model_dir", str(lora_run), "--device", "cuda", "Profit rose"],
+        ["evaluate", "--model_dir", str(lora_run), "--device", "cuda", "--data_path", str(phrasebank_zip)],
+    ]
+    for argv in cases:
+        proc = subprocess.run(
+            [sys.executable, "-m", "finsent", *argv],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=300,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        )
+        assert proc.returncode == 2, (argv, proc.stderr)
+        assert proc.stderr.strip().splitlines() == [
+            "finsent: error: --device cuda: PyTorch sees no CUDA GPU here (torch.cuda.is_available() is False); "
+            "use --device cpu"
+        ]
+    with pytest.raises(FinsentError, match="only the torch backend runs on a GPU"):
+        Predictor(lora_run, "onnx", device="cuda")
 
 
 def test_truncation_is_flagged(torch_predictor):
@@ -85,19 +132,38 @@ def test_bad_model_folders(tmp_path, lora_run):
         Predictor(lora_run, "tensorflow")
 
 
-def test_export_writes_fp32_and_int8_with_metadata(onnx_run):
+def test_export_writes_fused_fp32_and_int8_with_metadata(onnx_run):
+    import collections
+
+    import onnx
+    from transformers import AutoConfig
+
+    from finsent.modeling import packaged_model_dir
+
     out = onnx_run / "onnx"
     info = json.loads((out / "export.json").read_text())
     assert info["files"] == ["model.onnx", "model.int8.onnx"]
     assert info["fp32_max_abs_logit_diff"] < 1e-3
-    assert info["quantization"]["method"] == "onnxruntime.quantization.quantize_dynamic"
+    assert info["quantization"]["method"] == f"onnxruntime.quantization.quantize_{info['quantization']['mode']}"
     assert (out / "model.int8.onnx").stat().st_size < 0.8 * (out / "model.onnx").stat().st_size
     for name in ("tokenizer.json", "finsent_model.json", "label_map.json", "results.json"):
         assert (out / name).is_file(), name
-    import onnx
+    layers = AutoConfig.from_pretrained(packaged_model_dir()).num_hidden_layers
 
-    ops = {n.op_type for n in onnx.load(str(out / "model.int8.onnx"), load_external_data=False).graph.node}
-    assert ops & {"MatMulInteger", "DynamicQuantizeMatMul"}, "the int8 model has no integer matmuls"
+    def ops(name):
+        return collections.Counter(n.op_type for n in onnx.load(str(out / name), load_external_data=False).graph.node)
+
+    fp32, int8 = ops("model.onnx"), ops("model.int8.onnx")
+    int8_nodes = onnx.load(str(out / "model.int8.onnx"), load_external_data=False).graph.node
+    # the transformer optimizer fused every layer: one attention op, two skip-LayerNorms and one GELU per layer
+    assert fp32["Attention"] == layers and fp32["SkipLayerNormalization"] == 2 * layers
+    assert fp32["BiasGelu"] + fp32["FastGelu"] == layers and fp32["EmbedLayerNormalization"] == 1
+    assert int8["MultiHeadAttention"] == layers and int8["SkipLayerNormalization"] == 2 * layers
+    assert info["fused_nodes"] == {k: v for k, v in fp32.items() if k in info["fused_nodes"]}
+    integer = int8["MatMulInteger"] + int8["DynamicQuantizeMatMul"] + int8["QLinearMatMul"] + int8["QuantizeLinear"]
+    assert integer, "the int8 model has no integer matmuls"
+    outlier_products = [n for n in int8_nodes if n.op_type == "MatMul" and n.name.endswith("_outliers")]
+    assert len(outlier_products) == info["quantization"]["fp32_nodes"] == 6 * layers  # Q, K, V, output, FFN in/out
 
 
 def test_onnx_fp32_matches_pytorch(onnx_run, torch_predictor, test_texts):

@@ -40,7 +40,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     data = load_data(args.data_path, args.agreement, args.text_column, args.label_column)
     out = Path(args.output_dir) if args.output_dir else Path(args.model_dir) / "eval"
-    results = evaluate_run(Predictor(args.model_dir), data, out, args.low_confidence, args.high_confidence)
+    predictor = Predictor(args.model_dir, device=args.device)
+    results = evaluate_run(predictor, data, out, args.low_confidence, args.high_confidence)
     print(
         f"accuracy {results['accuracy']:.4f}  macro-F1 {results['macro_f1']:.4f}  ECE {results['ece']:.4f} on {len(data)} sentences"
     )
@@ -105,13 +106,26 @@ def add_observability_commands(sub) -> None:
     p.set_defaults(func=cmd_export)
 
 
+def add_device_arg(p: argparse.ArgumentParser) -> None:
+    from finsent.inference import DEVICES
+
+    p.add_argument(
+        "--device",
+        default="cpu",
+        choices=DEVICES,
+        help="cpu (fp32), or cuda: the torch backend on a GPU in bf16 (fp16 where bf16 is unsupported) (default: %(default)s)",
+    )
+
+
 def _predictor(args: argparse.Namespace):
     from transformers.utils import logging as hf_logging
 
     from finsent.inference import Predictor
 
     hf_logging.disable_progress_bar()
-    predictor = Predictor(args.model_dir, backend=args.backend, batch_size=args.batch_size, num_threads=args.threads)
+    predictor = Predictor(
+        args.model_dir, backend=args.backend, batch_size=args.batch_size, num_threads=args.threads, device=args.device
+    )
     if not getattr(args, "cascade", None):
         return predictor
     from finsent.inference import CascadePredictor
@@ -216,8 +230,8 @@ def add_serving_commands(sub) -> None:
         p.add_argument(
             "--batch_size",
             type=int,
-            default=32,
-            help="sentences per forward pass, batches sorted by length (default: %(default)s)",
+            default=None,
+            help="sentences per forward pass, batches sorted by length (default: 32 on the CPU, 512 on a GPU)",
         )
         p.add_argument(
             "--threads",
@@ -238,6 +252,7 @@ def add_serving_commands(sub) -> None:
             help="defer to the teacher below this margin between the top two probabilities (default: the one "
             "`finsent distill` chose on validation)",
         )
+        add_device_arg(p)
 
     p = sub.add_parser(
         "predict", help="score sentences from arguments, stdin or a table (csv, tsv, json, jsonl, parquet, txt)"
@@ -543,6 +558,7 @@ def build_parser(train_flags: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--label_column", default=d.label_column)
     p.add_argument("--low_confidence", type=float, default=d.low_confidence)
     p.add_argument("--high_confidence", type=float, default=d.high_confidence)
+    add_device_arg(p)
     p.set_defaults(func=cmd_evaluate)
     add_observability_commands(sub)
     add_serving_commands(sub)

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
-from collections.abc import Callable, Sequence
+import itertools
+import os
+import queue
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +19,11 @@ from finsent.metrics import softmax
 from finsent.runs import ONNX_DIR, ONNX_INT8, read_export_info, read_model_info
 
 BACKENDS = ("torch", "onnx")
+DEVICES = ("cpu", "cuda")
+BATCH_SIZE = {"cpu": 32, "cuda": 512}
+# Texts per tokenizer call: calls after the first run ahead on a thread pool (the fast tokenizer releases the GIL while
+# it encodes) and overlap the model; each chunk is sorted by length and batched on its own.
+TOKENIZE_CHUNK = 4096
 WEIGHT_FILES = ("adapter_model.safetensors", "model.safetensors")
 PICKLE_FILES = ("adapter_model.bin", "pytorch_model.bin")
 
@@ -63,8 +73,23 @@ def check_onnx_fresh(model_dir: Path, onnx_path: Path) -> None:
         )
 
 
+def torch_device(device: str):
+    """(torch.device, dtype) for --device: fp32 on the CPU; on a CUDA GPU bf16 where it is supported, else fp16."""
+    import torch
+
+    if device not in DEVICES:
+        raise FinsentError(f"--device {device!r}: expected one of {', '.join(DEVICES)}")
+    if device == "cpu":
+        return torch.device("cpu"), torch.float32
+    if not torch.cuda.is_available():
+        raise FinsentError(
+            "--device cuda: PyTorch sees no CUDA GPU here (torch.cuda.is_available() is False); use --device cpu"
+        )
+    return torch.device("cuda"), torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
 class TorchBackend:
-    """The merged PyTorch model (safetensors only)."""
+    """The merged PyTorch model (safetensors only), fp32 on the CPU or bf16/fp16 on a CUDA GPU."""
 
     name = "torch"
 
@@ -73,6 +98,7 @@ class TorchBackend:
 
         from finsent.modeling import load_trained
 
+        self.device, self.dtype = torch_device(device)
         if num_threads:
             torch.set_num_threads(num_threads)
         if not any((model_dir / n).is_file() for n in WEIGHT_FILES):
@@ -82,15 +108,20 @@ class TorchBackend:
                 f"{model_dir}: no adapter_model.safetensors or model.safetensors{hint}; pass a finsent run folder, or --backend onnx for an exported one"
             )
         self._torch = torch
-        self.device = device
-        self.model, self.tokenizer = load_trained(model_dir)
-        self.model.to(device)
+        model, self.tokenizer = load_trained(model_dir)
+        self.model = model.to(self.device, self.dtype)
         self.num_labels = int(self.model.config.num_labels)
 
     def __call__(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         torch = self._torch
         with torch.inference_mode():
-            out = self.model(**{k: torch.from_numpy(v).to(self.device) for k, v in feeds.items()})
+            if self.device.type == "cuda":  # pinned host memory: the copy to the GPU runs asynchronously
+                inputs = {
+                    k: torch.from_numpy(v).pin_memory().to(self.device, non_blocking=True) for k, v in feeds.items()
+                }
+            else:
+                inputs = {k: torch.from_numpy(v) for k, v in feeds.items()}
+            out = self.model(**inputs)
         return out.logits.float().cpu().numpy()
 
 
@@ -154,20 +185,28 @@ class Predictor:
     def __init__(
         self,
         model_dir: str | Path,
-        backend: str = "torch",
-        batch_size: int = 32,
+        backend: str | Callable[[dict], np.ndarray] = "torch",
+        batch_size: int | None = None,
         num_threads: int | None = None,
         onnx_file: str = ONNX_INT8,
         spinning: bool = False,
         device: str = "cpu",
     ):
-        if backend not in BACKENDS:
+        if isinstance(backend, str) and backend not in BACKENDS:
             raise FinsentError(f"--backend {backend!r}: expected one of {', '.join(BACKENDS)}")
+        if device not in DEVICES:
+            raise FinsentError(f"--device {device!r}: expected one of {', '.join(DEVICES)}")
+        if device != "cpu" and backend != "torch":
+            raise FinsentError(f"--device {device}: only the torch backend runs on a GPU; use --backend torch")
+        batch_size = BATCH_SIZE[device] if batch_size is None else batch_size
         if batch_size < 1:
             raise FinsentError(f"--batch_size {batch_size}: must be at least 1")
         self.model_dir = Path(model_dir)
         self.info = read_model_info(self.model_dir)
-        if backend == "onnx":
+        if not isinstance(backend, str):  # an engine object (benchmarks): .name, .tokenizer, .input_names, .num_labels
+            self.backend = backend
+            input_names = backend.input_names
+        elif backend == "onnx":
             path = find_onnx(self.model_dir, onnx_file)
             check_onnx_fresh(self.model_dir, path)
             self.backend: Callable[[dict], np.ndarray] = OnnxBackend(path, num_threads, spinning)
@@ -183,6 +222,9 @@ class Predictor:
         self.input_names = [n for n in input_names if n in ("input_ids", "attention_mask", "token_type_ids")]
         self.batch_size = batch_size
         self.pad_id = self.tokenizer.pad_token_id or 0
+        self.tokenizer_threads = max(1, min(8, (os.cpu_count() or 2) - 1))
+        self._tokenizers: queue.SimpleQueue = queue.SimpleQueue()  # the copies not in use right now
+        self._tokenizer_copies: list = []
 
     @property
     def backend_name(self) -> str:
@@ -192,40 +234,75 @@ class Predictor:
     def labels(self) -> tuple[str, ...]:
         return self.info.labels
 
-    def encode(self, texts: Sequence[str]) -> tuple[list[list[int]], np.ndarray]:
-        """Token ids per text (truncated to max_length) and a flag for each text that was cut."""
+    @staticmethod
+    def _check_unicode(texts: Sequence[str]) -> None:
         for i, text in enumerate(texts):
             if not is_valid_unicode(text):
                 raise FinsentError(
                     f"text {i + 1} of {len(texts)} ({text[:40]!r}) is not valid Unicode (a lone surrogate); fix its encoding"
                 )
+
+    def encode(self, texts: Sequence[str]) -> tuple[list[list[int]], np.ndarray]:
+        """Token ids per text (truncated to max_length) and a flag for each text that was cut."""
+        self._check_unicode(texts)
+        return self._tokenize(texts)
+
+    def _tokenize(self, texts: Sequence[str], tokenizer=None) -> tuple[list[list[int]], np.ndarray]:
+        tokenizer = tokenizer or self.tokenizer
         max_length = self.info.max_length
-        ids = self.tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
+        ids = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
         truncated = np.zeros(len(texts), dtype=bool)
         at_limit = [i for i, x in enumerate(ids) if len(x) >= max_length]
         if at_limit:  # only texts that reached the limit can have been cut: count their full length
-            full = self.tokenizer([texts[i] for i in at_limit], truncation=False, verbose=False)["input_ids"]
+            full = tokenizer([texts[i] for i in at_limit], truncation=False, verbose=False)["input_ids"]
             truncated[at_limit] = [len(x) > max_length for x in full]
         return ids, truncated
 
     def _feeds(self, batch: list[list[int]]) -> dict[str, np.ndarray]:
-        width = max(len(x) for x in batch)
-        input_ids = np.full((len(batch), width), self.pad_id, dtype=np.int64)
-        mask = np.zeros((len(batch), width), dtype=np.int64)
-        for row, x in enumerate(batch):
-            input_ids[row, : len(x)] = x
-            mask[row, : len(x)] = 1
-        feeds = {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": np.zeros_like(input_ids)}
+        lengths = np.fromiter(map(len, batch), dtype=np.int64, count=len(batch))
+        mask = np.arange(lengths.max()) < lengths[:, None]
+        input_ids = np.full(mask.shape, self.pad_id, dtype=np.int64)
+        input_ids[mask] = np.fromiter(itertools.chain.from_iterable(batch), dtype=np.int64, count=int(lengths.sum()))
+        feeds = {
+            "input_ids": input_ids,
+            "attention_mask": mask.astype(np.int64),
+            "token_type_ids": np.zeros_like(input_ids),
+        }
         return {k: feeds[k] for k in self.input_names}
+
+    def encode_chunks(self, texts: Sequence[str]) -> Iterator[tuple[int, list[list[int]], np.ndarray]]:
+        """(start, token ids, truncated) per TOKENIZE_CHUNK texts, later chunks tokenized ahead on a thread pool."""
+        starts = range(0, len(texts), TOKENIZE_CHUNK)
+        if len(starts) <= 1:
+            yield 0, *self._tokenize(texts)
+            return
+        if not self._tokenizer_copies:  # one copy per thread: a tokenizer call changes its truncation settings
+            self._tokenizer_copies = [copy.deepcopy(self.tokenizer) for _ in range(self.tokenizer_threads)]
+            for tokenizer in self._tokenizer_copies:
+                self._tokenizers.put(tokenizer)
+
+        def tokenize(start: int) -> tuple[list[list[int]], np.ndarray]:
+            tokenizer = self._tokenizers.get()
+            try:
+                return self._tokenize(texts[start : start + TOKENIZE_CHUNK], tokenizer)
+            finally:
+                self._tokenizers.put(tokenizer)
+
+        with ThreadPoolExecutor(self.tokenizer_threads, thread_name_prefix="finsent-tokenize") as pool:
+            for start, (ids, truncated) in zip(starts, pool.map(tokenize, starts)):
+                yield start, ids, truncated
 
     def logits(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Raw logits in input order and the truncation flags."""
-        ids, truncated = self.encode(texts)
+        self._check_unicode(texts)
         out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
-        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start : start + self.batch_size]
-            out[idx] = self.backend(self._feeds([ids[i] for i in idx]))
+        truncated = np.zeros(len(texts), dtype=bool)
+        for start, ids, trunc in self.encode_chunks(texts):
+            truncated[start : start + len(ids)] = trunc
+            order = np.argsort(np.fromiter(map(len, ids), dtype=np.int64, count=len(ids)), kind="stable")
+            for first in range(0, len(order), self.batch_size):
+                idx = order[first : first + self.batch_size]
+                out[start + idx] = self.backend(self._feeds([ids[i] for i in idx]))
         return out, truncated
 
     def score(self, texts: Sequence[str]) -> Scores:
@@ -243,6 +320,7 @@ class Predictor:
             "version": self.info.version,
             "labels": list(self.labels),
             "backend": self.backend_name,
+            "device": str(getattr(self.backend, "device", "cpu")),
             "model_name": self.info.model_name,
             "use_lora": self.info.use_lora,
             "max_length": self.info.max_length,

@@ -251,7 +251,7 @@ def train(cfg: TrainConfig, log=print, distill: DistillConfig | None = None) -> 
 
     # Score the run folder as users will load it, through the one scoring path (PEFT's in-memory model after the
     # best-checkpoint reload can route modules_to_save through the untrained originals).
-    predictor = Predictor(out, "torch", batch_size=cfg.eval_batch_size, device=str(trainer.args.device))
+    predictor = Predictor(out, "torch", batch_size=cfg.eval_batch_size, device=trainer.args.device.type)
     val_logits, _ = predictor.logits(splits.val.texts)
     test_logits, _ = predictor.logits(splits.test.texts)
     del predictor

@@ -1,13 +1,16 @@
-"""Merge the LoRA adapter, export ONNX with dynamic batch/sequence axes, check it, quantize it to int8."""
+"""Merge the LoRA adapter, export ONNX, fuse it with ONNX Runtime's transformer optimizer, check it, quantize it to int8."""
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import copy
 import datetime as dt
 import io
+import logging
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,20 +19,39 @@ from finsent.errors import FinsentError
 from finsent.inference import weights_digest
 from finsent.runs import ONNX_DIR, ONNX_FP32, ONNX_INT8, RUN_METADATA_FILES, read_model_info, write_export_info
 
-OPSET = 18
-# onnxruntime dynamic quantization, as data: int8 weights per output channel, uint8 activations quantized per
-# tensor at run time. Weights are uint8 (U8U8 kernels): on x86 CPUs without VNNI the U8S8 kernels can saturate, and
-# here they doubled the logit error. Embedding tables (Gather) stay fp32: quantizing them saves memory, not time.
-# The classifier (3 outputs) stays fp32. BERT-family encoders carry a few input channels with activations 10-15x
-# larger than the rest (all-MiniLM-L6-v2: channel 99 of the LayerNorm outputs reaches ~28, the median channel ~2),
-# and per-tensor int8 then rounds everything else coarsely. The `fp32_outlier_channels` largest channels (by
-# |activation| on calibration sentences) are taken out of each linear layer's int8 product and added back by a small
-# fp32 product (exact in fp32). With uint8 weights this cut the mean |logit diff| to fp32 from ~0.07 to ~0.02.
+# The TorchScript exporter (opset 17): ONNX Runtime's BERT fusions match its graphs (with eager attention) whole,
+# while the dynamo exporter's graph of the same model fuses no Attention and no EmbedLayerNormalization.
+EXPORTER = "torchscript"
+OPSET = 17
+DYNAMO_OPSET = 18
+# The fused ops the optimizer should produce for a BERT encoder; export.json counts them.
+FUSED_OPS = (
+    "EmbedLayerNormalization",
+    "Attention",
+    "MultiHeadAttention",
+    "SkipLayerNormalization",
+    "BiasGelu",
+    "FastGelu",
+    "Gelu",
+)
+# onnxruntime int8 quantization, as data. The fp32 graph is fused with packed-QKV `Attention`; the int8 graph is fused
+# with `MultiHeadAttention` instead, so the Q/K/V projections stay MatMul nodes that can be quantized and split.
+# `mode`: "dynamic" (activations quantized per tensor at run time) or "static" (QDQ, activation ranges from
+# calibration batches). Weights int8 per output channel (`weight_type` QInt8: U8S8 kernels, VNNI where the CPU has
+# it; on CPUs without VNNI these can saturate, QUInt8 avoids that). The pooler, the 3-way classifier (Gemm) and the
+# embeddings stay fp32. BERT-family encoders carry a few input channels with activations 10-15x larger than the rest
+# (all-MiniLM-L6-v2: channel 99 of the LayerNorm outputs reaches ~28, the median channel ~2), and per-tensor int8 then
+# rounds everything else coarsely: the `fp32_outlier_channels` largest channels of each MatMul input (by |activation|
+# on calibration sentences) are taken out of its int8 product and added back by a small fp32 product (exact in fp32).
+# Chosen by bench/onnx_candidates.py (bench/results/onnx_candidates.md): on the PhraseBank test split + 2,000 other
+# sentences this agrees with fp32 PyTorch on 99.78 %; without the split (QAttention) 99.01 %, with QUInt8 weights
+# 99.46 %; static QDQ agrees on 99.91 % but ran at ~0.6x the speed of this one.
 QUANTIZATION = {
-    "weight_type": "QUInt8",
+    "mode": "dynamic",
+    "weight_type": "QInt8",
     "per_channel": True,
     "reduce_range": False,
-    "op_types": ["MatMul", "Gemm"],
+    "op_types": ["MatMul"],
     "fp32_outlier_channels": 8,
 }
 PARITY_ATOL = 1e-3
@@ -79,72 +101,6 @@ def _logits_module(model):
     return Logits().eval()
 
 
-def split_outlier_channels(model, tokenizer, k: int, max_length: int) -> int:
-    """Rewrite each encoder/pooler Linear as int8-friendly part + fp32 product over its k largest input channels (exact in fp32)."""
-    import torch
-
-    linears = {
-        name: mod
-        for name, mod in model.named_modules()
-        if isinstance(mod, torch.nn.Linear) and "classifier" not in name and mod.in_features > k
-    }
-    absmax: dict[str, torch.Tensor] = {}
-
-    def record(name):
-        def hook(mod, args):
-            x = args[0].detach().abs().reshape(-1, args[0].shape[-1]).amax(0)
-            absmax[name] = torch.maximum(absmax[name], x) if name in absmax else x
-
-        return hook
-
-    handles = [mod.register_forward_pre_hook(record(name)) for name, mod in linears.items()]
-    with torch.inference_mode():
-        model(**tokenizer(CALIBRATION_TEXTS, truncation=True, max_length=max_length, padding=True, return_tensors="pt"))
-    for h in handles:
-        h.remove()
-
-    class OutlierSplitLinear(torch.nn.Module):
-        def __init__(self, linear: torch.nn.Linear, channels: torch.Tensor):
-            super().__init__()
-            keep = torch.ones(linear.in_features)
-            keep[channels] = 0
-            self.register_buffer("keep", keep)
-            self.register_buffer("channels", channels)
-            self.main = torch.nn.Linear(linear.in_features, linear.out_features, bias=linear.bias is not None)
-            self.fp32_outliers = torch.nn.Linear(len(channels), linear.out_features, bias=False)
-            with torch.no_grad():
-                self.main.weight.copy_(linear.weight * keep)
-                if linear.bias is not None:
-                    self.main.bias.copy_(linear.bias)
-                self.fp32_outliers.weight.copy_(linear.weight[:, channels])
-
-        def forward(self, x):
-            return self.main(x * self.keep) + self.fp32_outliers(x.index_select(-1, self.channels))
-
-    for name, linear in linears.items():
-        parent, _, child = name.rpartition(".")
-        channels = absmax[name].topk(k).indices.sort().values
-        setattr(model.get_submodule(parent), child, OutlierSplitLinear(linear, channels))
-    return len(linears)
-
-
-def fp32_nodes(path: Path, k: int) -> list[str]:
-    """Nodes int8 must leave alone: the k-channel outlier products and the classifier (the node giving `logits`)."""
-    import onnx
-
-    graph = onnx.load(str(path), load_external_data=False).graph
-    shapes = {init.name: list(init.dims) for init in graph.initializer}
-    outputs = {o.name for o in graph.output}
-    keep = []
-    for node in graph.node:
-        if node.op_type not in ("MatMul", "Gemm"):
-            continue
-        weight = next((shapes[i] for i in node.input[1:2] if i in shapes), None)
-        if (weight is not None and k in weight and len(weight) == 2 and min(weight) == k) or outputs & set(node.output):
-            keep.append(node.name)
-    return keep
-
-
 def _encode(tokenizer, texts: list[str], input_names: list[str], max_length: int) -> dict[str, np.ndarray]:
     enc = tokenizer(texts, truncation=True, max_length=max_length, padding=True, return_tensors="np")
     return {
@@ -152,8 +108,8 @@ def _encode(tokenizer, texts: list[str], input_names: list[str], max_length: int
     }
 
 
-def export_fp32(model, tokenizer, path: Path, max_length: int) -> list[str]:
-    """torch.onnx.export (the dynamo exporter) with dynamic batch and sequence axes; returns the input names."""
+def export_fp32(model, tokenizer, path: Path, max_length: int, exporter: str = EXPORTER) -> list[str]:
+    """torch.onnx.export with dynamic batch and sequence axes (TorchScript or dynamo exporter); returns the input names."""
     import torch
 
     names = [
@@ -162,26 +118,24 @@ def export_fp32(model, tokenizer, path: Path, max_length: int) -> list[str]:
         if n in tokenizer.model_input_names or n == "attention_mask"
     ]
     sample = _encode(tokenizer, ["an example sentence for export", "two words"], names, max_length)
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    seq = torch.export.Dim("sequence", min=1, max=int(getattr(model.config, "max_position_embeddings", 512)))
     args = tuple(torch.from_numpy(sample[n]) for n in names)
-    import logging
-
+    if exporter == "dynamo":
+        batch = torch.export.Dim("batch", min=1, max=4096)
+        seq = torch.export.Dim("sequence", min=1, max=int(getattr(model.config, "max_position_embeddings", 512)))
+        kwargs = {"dynamo": True, "opset_version": DYNAMO_OPSET, "external_data": False}
+        kwargs["dynamic_shapes"] = {n: {0: batch, 1: seq} for n in names}
+    else:
+        model.set_attn_implementation("eager")  # the attention pattern the optimizer fuses (SDPA exports unfusable)
+        kwargs = {"dynamo": False, "opset_version": OPSET}
+        kwargs["dynamic_axes"] = {n: {0: "batch", 1: "sequence"} for n in names}
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # e.g. "torchvision is not installed" notes
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # TracerWarnings and the TorchScript exporter's deprecation note
             torch.onnx.export(
-                _logits_module(model),
-                args,
-                str(path),
-                dynamo=True,
-                opset_version=OPSET,
-                external_data=False,
-                input_names=names,
-                output_names=["logits"],
-                dynamic_shapes={n: {0: batch, 1: seq} for n in names},
+                _logits_module(model), args, str(path), input_names=names, output_names=["logits"], **kwargs
             )
-    except Exception as e:  # noqa: BLE001 - torch.export raises many kinds; the user needs one line
+    except Exception as e:  # noqa: BLE001 - torch.onnx raises many kinds; the user needs one line
         raise FinsentError(
             f"ONNX export failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
             "check that onnx and onnxscript are installed (pip install finsent)"
@@ -189,12 +143,130 @@ def export_fp32(model, tokenizer, path: Path, max_length: int) -> list[str]:
     return names
 
 
-def _session(path: Path):
+def fused_nodes(path: Path) -> dict[str, int]:
+    """How many nodes of each fused transformer op (FUSED_OPS) a graph holds."""
+    import onnx
+
+    counts = collections.Counter(n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node)
+    return {op: counts[op] for op in FUSED_OPS if counts[op]}
+
+
+def fuse(src: Path, dst: Path, config, attention: str = "Attention") -> dict[str, int]:
+    """ONNX Runtime's transformer optimizer (model_type bert, heads and width from the config); returns fused_nodes."""
+    from onnxruntime.transformers.fusion_options import FusionOptions
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    options = FusionOptions("bert")
+    options.use_multi_head_attention = attention == "MultiHeadAttention"
+    logging.getLogger("onnxruntime.transformers").setLevel(logging.ERROR)
+    with contextlib.redirect_stdout(io.StringIO()):
+        model = optimize_model(
+            str(src),
+            model_type="bert",
+            num_heads=int(config.num_attention_heads),
+            hidden_size=int(config.hidden_size),
+            optimization_options=options,
+            opt_level=0,
+        )
+    model.save_model_to_file(str(dst))
+    return fused_nodes(dst)
+
+
+def _session(path: Path, extra_outputs: list[str] = ()):
+    import onnx
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = 0
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    if not extra_outputs:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    model = onnx.load(str(path))
+    model.graph.output.extend(
+        onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in extra_outputs
+    )
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def _weight_matmuls(graph) -> list:
+    """MatMul nodes whose second input is a 2-D weight initializer (the linear layers of the encoder)."""
+    shapes = {init.name: list(init.dims) for init in graph.initializer}
+    return [n for n in graph.node if n.op_type == "MatMul" and len(shapes.get(n.input[1], [])) == 2]
+
+
+def channel_absmax(path: Path, feeds: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Largest |activation| per input channel of every weight MatMul's input, over the calibration batches."""
+    import onnx
+
+    inputs = sorted({n.input[0] for n in _weight_matmuls(onnx.load(str(path), load_external_data=False).graph)})
+    session = _session(path, inputs)
+    absmax: dict[str, np.ndarray] = {}
+    for batch in feeds:
+        for name, value in zip(inputs, session.run(inputs, batch)):
+            x = np.abs(value).reshape(-1, value.shape[-1]).max(0)
+            absmax[name] = np.maximum(absmax[name], x) if name in absmax else x
+    return absmax
+
+
+def split_outlier_channels(src: Path, dst: Path, absmax: dict[str, np.ndarray], k: int) -> list[str]:
+    """Rewrite each weight MatMul as int8-friendly part + fp32 product over its input's k largest channels.
+
+    x @ W = (x * keep) @ W_main + x[..., channels] @ W[channels]: exact in fp32; only the first product is quantized,
+    and its input no longer holds the outlier channels that would set the per-tensor int8 scale. Returns the names of
+    the small fp32 products (to exclude from quantization).
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(src))
+    graph = model.graph
+    weights = {init.name: init for init in graph.initializer}
+    new_inits, excluded, split_inputs = [], [], {}
+    nodes = []
+    linear = {n.name for n in _weight_matmuls(graph)}
+    for node in graph.node:
+        if node.name not in linear or node.input[0] not in absmax or len(absmax[node.input[0]]) <= k:
+            nodes.append(node)
+            continue
+        x, w_name = node.input[0], node.input[1]
+        if x not in split_inputs:  # Q, K and V share one input: mask and gather it once
+            channels = np.sort(np.argsort(absmax[x])[-k:]).astype(np.int64)
+            keep = np.ones(len(absmax[x]), dtype=np.float32)
+            keep[channels] = 0
+            tag = f"outlier_split_{len(split_inputs)}"
+            new_inits += [
+                numpy_helper.from_array(keep, f"{tag}_keep"),
+                numpy_helper.from_array(channels, f"{tag}_channels"),
+            ]
+            nodes += [
+                helper.make_node("Mul", [x, f"{tag}_keep"], [f"{tag}_main_in"], name=f"{tag}_mask"),
+                helper.make_node(
+                    "Gather", [x, f"{tag}_channels"], [f"{tag}_outlier_in"], name=f"{tag}_gather", axis=-1
+                ),
+            ]
+            split_inputs[x] = (tag, channels, keep)
+        tag, channels, keep = split_inputs[x]
+        w = numpy_helper.to_array(weights[w_name])
+        new_inits += [
+            numpy_helper.from_array(w * keep[:, None], f"{w_name}_main"),
+            numpy_helper.from_array(w[channels], f"{w_name}_outliers"),
+        ]
+        out = node.output[0]
+        nodes += [
+            helper.make_node("MatMul", [f"{tag}_main_in", f"{w_name}_main"], [f"{out}_main"], name=f"{node.name}_main"),
+            helper.make_node(
+                "MatMul", [f"{tag}_outlier_in", f"{w_name}_outliers"], [f"{out}_outliers"], name=f"{node.name}_outliers"
+            ),
+            helper.make_node("Add", [f"{out}_main", f"{out}_outliers"], [out], name=f"{node.name}_sum"),
+        ]
+        excluded.append(f"{node.name}_outliers")
+    graph.ClearField("node")
+    graph.node.extend(nodes)
+    used = {i for n in nodes for i in n.input}
+    kept = [init for init in graph.initializer if init.name in used]
+    graph.ClearField("initializer")
+    graph.initializer.extend(kept + new_inits)
+    onnx.save(model, str(dst))
+    return excluded
 
 
 def check_parity(model, tokenizer, path: Path, names: list[str], max_length: int) -> float:
@@ -212,29 +284,78 @@ def check_parity(model, tokenizer, path: Path, names: list[str], max_length: int
     return worst
 
 
-def quantize_int8(src: Path, dst: Path, settings: dict = QUANTIZATION) -> list[str]:
-    """onnxruntime dynamic quantization to int8 with the settings above; returns the nodes left in fp32."""
-    import logging
+class _Batches:
+    """onnxruntime's CalibrationDataReader over a list of feed dicts."""
 
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    def __init__(self, feeds: list[dict[str, np.ndarray]]):
+        self._it = iter(feeds)
 
-    excluded = fp32_nodes(src, settings["fp32_outlier_channels"]) if settings.get("fp32_outlier_channels") else []
+    def get_next(self):
+        return next(self._it, None)
+
+
+def quantize_int8(
+    src: Path,
+    dst: Path,
+    settings: dict = QUANTIZATION,
+    excluded: list[str] = (),
+    calibration: list[dict[str, np.ndarray]] = (),
+) -> None:
+    """onnxruntime int8 quantization (dynamic, or static QDQ with the calibration batches) leaving `excluded` in fp32."""
+    from onnx import TensorProto
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
+
     root = logging.getLogger()
     level = root.level
-    root.setLevel(logging.ERROR)  # quantize_dynamic warns about pre-processing through the root logger
+    root.setLevel(logging.ERROR)  # the quantizer warns about pre-processing through the root logger
+    common = {
+        "weight_type": getattr(QuantType, settings["weight_type"]),
+        "per_channel": settings["per_channel"],
+        "reduce_range": settings["reduce_range"],
+        "op_types_to_quantize": list(settings["op_types"]),
+        "nodes_to_exclude": list(excluded),
+        # shape inference stops at the contrib ops (Attention, SkipLayerNormalization): their outputs are fp32
+        "extra_options": {"DefaultTensorType": TensorProto.FLOAT},
+    }
     try:
-        quantize_dynamic(
-            src,
-            dst,
-            weight_type=getattr(QuantType, settings["weight_type"]),
-            per_channel=settings["per_channel"],
-            reduce_range=settings["reduce_range"],
-            op_types_to_quantize=list(settings["op_types"]),
-            nodes_to_exclude=excluded,
-        )
+        if settings["mode"] == "static":
+            quantize_static(
+                src,
+                dst,
+                _Batches(list(calibration)),
+                quant_format=QuantFormat.QDQ,
+                activation_type=getattr(QuantType, settings.get("activation_type", "QUInt8")),
+                calibrate_method=getattr(CalibrationMethod, settings.get("calibrate_method", "MinMax")),
+                **common,
+            )
+        else:
+            quantize_dynamic(src, dst, **common)
     finally:
         root.setLevel(level)
-    return excluded
+
+
+def build_int8(
+    fp32_path: Path,
+    dst: Path,
+    config,
+    feeds: list[dict[str, np.ndarray]],
+    settings: dict = QUANTIZATION,
+    work: Path | None = None,
+) -> dict:
+    """Fuse the plain fp32 export for int8, split the outlier channels, quantize; returns what export.json records."""
+    work = work or dst.parent
+    fused = work / f"{dst.stem}.fused.onnx"
+    counts = fuse(fp32_path, fused, config, "MultiHeadAttention")
+    k = settings.get("fp32_outlier_channels") or 0
+    excluded: list[str] = []
+    source = fused
+    if k:
+        source = work / f"{dst.stem}.split.onnx"
+        excluded = split_outlier_channels(fused, source, channel_absmax(fused, feeds), k)
+    quantize_int8(source, dst, settings, excluded, feeds)
+    for path in {fused, source}:
+        path.unlink()
+    return {"fused_nodes": counts, "fp32_nodes": len(excluded)}
 
 
 def export_onnx(model_dir: str | Path, output_dir: str | Path | None = None, quantize: bool = True) -> dict:
@@ -246,21 +367,21 @@ def export_onnx(model_dir: str | Path, output_dir: str | Path | None = None, qua
     out = Path(output_dir) if output_dir else model_dir / ONNX_DIR
     model, tokenizer = load_trained(model_dir, merge=True)
     reference = copy.deepcopy(model)
-    k = QUANTIZATION["fp32_outlier_channels"] if quantize else 0
-    split = split_outlier_channels(model, tokenizer, k, info.max_length) if k else 0
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out, prefix=".export-") as tmp:
         tmp = Path(tmp)
-        names = export_fp32(model, tokenizer, tmp / ONNX_FP32, info.max_length)
+        names = export_fp32(model, tokenizer, tmp / "plain.onnx", info.max_length)
+        fused = fuse(tmp / "plain.onnx", tmp / ONNX_FP32, model.config)
         diff = check_parity(reference, tokenizer, tmp / ONNX_FP32, names, info.max_length)
         if not diff <= PARITY_ATOL:
             raise FinsentError(
                 f"{out}: the exported ONNX model differs from PyTorch by {diff:.3g} in the logits (> {PARITY_ATOL}); not written"
             )
         files = [ONNX_FP32]
-        excluded: list[str] = []
+        quantized: dict = {}
         if quantize:
-            excluded = quantize_int8(tmp / ONNX_FP32, tmp / ONNX_INT8)
+            feeds = [_encode(tokenizer, CALIBRATION_TEXTS, names, info.max_length)]
+            quantized = build_int8(tmp / "plain.onnx", tmp / ONNX_INT8, model.config, feeds)
             files.append(ONNX_INT8)
         for name in files:
             (tmp / name).replace(out / name)
@@ -272,15 +393,17 @@ def export_onnx(model_dir: str | Path, output_dir: str | Path | None = None, qua
         "source": str(model_dir.resolve()),
         "version": info.version,
         "source_weights_sha256": weights_digest(model_dir),
+        "exporter": EXPORTER,
         "opset": OPSET,
         "inputs": names,
         "files": files,
+        "fused_nodes": fused,
         "fp32_max_abs_logit_diff": diff,
         "quantization": {
-            "method": "onnxruntime.quantization.quantize_dynamic",
             **QUANTIZATION,
-            "linear_layers_split": split,
-            "fp32_nodes": len(excluded),
+            "method": f"onnxruntime.quantization.quantize_{QUANTIZATION['mode']}",
+            "fused_nodes": quantized["fused_nodes"],
+            "fp32_nodes": quantized["fp32_nodes"],
         }
         if quantize
         else None,

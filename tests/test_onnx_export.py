@@ -1,0 +1,55 @@
+"""The ONNX graph rewrites of the exporter on small real graphs: the outlier-channel split is exact in fp32."""
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+from finsent.exporters.onnx import channel_absmax, quantize_int8, split_outlier_channels
+
+
+def two_linears_on_one_input(path, rng) -> None:
+    """x -> (x @ Wq, x @ Wk) -> sum, like Q and K reading one LayerNorm output; x has two outlier channels."""
+    wq = numpy_helper.from_array(rng.standard_normal((16, 8), dtype=np.float32), "Wq")
+    wk = numpy_helper.from_array(rng.standard_normal((16, 8), dtype=np.float32), "Wk")
+    nodes = [
+        helper.make_node("MatMul", ["x", "Wq"], ["q"], name="q_proj"),
+        helper.make_node("MatMul", ["x", "Wk"], ["k"], name="k_proj"),
+        helper.make_node("Add", ["q", "k"], ["y"], name="sum"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "seq", 8])],
+        [wq, wk],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
+def run(path, x):
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+
+
+def test_outlier_split_is_exact_in_fp32_and_leaves_the_outliers_out_of_int8(tmp_path):
+    rng = np.random.default_rng(0)
+    src, split, int8 = tmp_path / "g.onnx", tmp_path / "split.onnx", tmp_path / "int8.onnx"
+    two_linears_on_one_input(src, rng)
+    x = rng.standard_normal((3, 5, 16), dtype=np.float32)
+    x[..., [3, 11]] *= 15  # two channels an order of magnitude larger, as in MiniLM's LayerNorm outputs
+    absmax = channel_absmax(src, [{"x": x}])
+    assert set(np.argsort(absmax["x"])[-2:]) == {3, 11}
+    excluded = split_outlier_channels(src, split, absmax, k=2)
+    assert sorted(excluded) == ["k_proj_outliers", "q_proj_outliers"]
+    nodes = onnx.load(str(split)).graph.node
+    assert sum(n.op_type == "Gather" for n in nodes) == 1 and sum(n.op_type == "Mul" for n in nodes) == 1  # shared
+    assert np.abs(run(split, x) - run(src, x)).max() < 1e-4
+
+    settings = {"mode": "dynamic", "weight_type": "QInt8", "per_channel": True, "reduce_range": False}
+    quantize_int8(split, int8, {**settings, "op_types": ["MatMul"]}, excluded)
+    ops = [n.op_type for n in onnx.load(str(int8)).graph.node]
+    assert ops.count("MatMul") == 2 and ("MatMulInteger" in ops or "DynamicQuantizeMatMul" in ops)
+    plain = tmp_path / "plain_int8.onnx"
+    quantize_int8(src, plain, {**settings, "op_types": ["MatMul"]})
+    ref = run(src, x)
+    assert np.abs(run(int8, x) - ref).mean() < np.abs(run(plain, x) - ref).mean()  # the split helps int8
