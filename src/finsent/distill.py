@@ -117,15 +117,13 @@ def sentences_record(splits: Splits) -> dict:
     """What a run folder keeps of its split: sentence hashes per part (for the distillation leakage guard)."""
     return {
         "hash": "sha1[:16] of the UTF-8 sentence",
-        **{name: [sentence_hash(t) for t in part.texts] for name, part in _parts(splits).items()},
+        **{name: [sentence_hash(t) for t in part.texts] for name, part in vars(splits).items()},
     }
 
 
-def _parts(splits: Splits) -> dict[str, LabelledData]:
-    return {"train": splits.train, "val": splits.val, "test": splits.test}
-
-
-def teacher_logits(teacher_dir: str | Path, texts: list[str], device: str = "cpu", batch_size: int = 64) -> np.ndarray:
+def teacher_logits(
+    teacher_dir: str | Path, texts: list[str], device: str = "cpu", batch_size: int | None = None
+) -> np.ndarray:
     """The teacher's raw logits for texts, computed once per sentence and cached beside the teacher's run."""
     from finsent.inference import Predictor, weights_digest
 
@@ -162,8 +160,9 @@ def kd_loss(student_logits, labels, teacher, alpha: float, temperature: float):
 
 def cascade_threshold(student_probs: np.ndarray, teacher_pred: np.ndarray, target: float) -> dict:
     """The smallest student margin below which deferring to the teacher makes the cascade agree with it on >= target."""
-    part = np.sort(student_probs, axis=1)
-    margin = part[:, -1] - part[:, -2]
+    from finsent.inference import margins
+
+    margin = margins(student_probs)
     student_pred = student_probs.argmax(1)
     n = len(margin)
     best = {"margin_threshold": 1.0 + 1e-9, "val_agreement": 1.0, "val_deferred": 1.0}
