@@ -306,9 +306,7 @@ def read_rows(path: str | Path, required: Sequence[str] = (), hint: str = "", fm
         return list(table.rows)
 
 
-def read_chunks(
-    path: str | Path, required: Sequence[str] = (), hint: str = "", chunk_rows: int = 2048, missing: str = ""
-) -> Iterator:
+def read_chunks(path: str | Path, required: Sequence[str] = (), hint: str = "", chunk_rows: int = 2048) -> Iterator:
     """A table as pyarrow Tables of `chunk_rows` rows (the last one shorter; at least one, maybe empty).
 
     Parquet keeps its types; CSV, TSV and TXT cells stay strings (CSV has no types: "007" is not 7, and an empty
@@ -316,7 +314,7 @@ def read_chunks(
     another field or type is an error. Rows are parsed by the same rules as `open_table`'s."""
     import pyarrow as pa
 
-    with open_table(path, required, hint, missing=missing) as table:
+    with open_table(path, required, hint) as table:
         if table.parquet is not None:
             schema = table.parquet.schema_arrow
             batches = _parquet_batches(table.parquet, table.name, chunk_rows)
