@@ -113,10 +113,12 @@ def test_read_shard_formats_chunks_and_bom(tmp_path):
 @pytest.mark.parametrize(
     "name, content, message",
     [
-        ("a.csv", b"headline,id\nProfit rose,1\n", "a.csv: no column 'text' \\(columns: headline, id\\)"),
-        ("a.csv", b"text,id\nProfit rose,1\nSales fell,2,3\n", "a.csv: not a readable csv file"),
-        ("a.parquet", b"PAR1 this is not parquet", "a.parquet: not a readable parquet file"),
-        ("a.jsonl", b'{"text": "Profit rose"}\n{"text": \n', "a.jsonl: not a readable jsonl file"),
+        ("a.csv", b"headline,id\nProfit rose,1\n", "a.csv: no column 'text' in the header \\['headline', 'id'\\]"),
+        ("a.csv", b"text,id\nProfit rose,1\nSales fell,2,3\n", "a.csv:3: 1 more cells than the header's 2 columns"),
+        ("a.parquet", b"PAR1 this is not parquet", "a.parquet: not a readable Parquet file"),
+        ("a.jsonl", b'{"text": "Profit rose"}\n{"text": \n', "a.jsonl:2: invalid JSON"),
+        ("a.jsonl", b'{"text": 1}\n', "a.jsonl: column 'text' holds int64, not text; set --text_column"),
+        ("a.csv.gz", b"\x1f\x8b\x08\x00 not really gzip", "a.csv.gz: not a readable gzip file"),
         ("a.csv", b"", "a.csv: empty file"),
     ],
 )
@@ -284,12 +286,12 @@ def test_bad_shard_fails_in_one_line_and_done_shards_stay_done(lora_run, sentenc
     args = ("--model_dir", str(lora_run), "--input", str(data), "--output", str(tmp_path / "out"))
     assert score_cli(*args) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "part-5.csv: no column 'text' (columns: headline)" in err
+    assert err.count("\n") == 1 and "part-5.csv: no column 'text' in the header ['headline']" in err
     assert sorted(read_output(tmp_path / "out")) == ["part-0.parquet", "part-1.parquet"]
     (data / "part-5.csv").write_text("text\nProfit rose\n")
     assert score_cli(*args) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "part-9.parquet: not a readable parquet file" in err and "Traceback" not in err
+    assert err.count("\n") == 1 and "part-9.parquet: not a readable Parquet file" in err and "Traceback" not in err
     (data / "part-9.parquet").unlink()
     assert score_cli(*args) == 0
     summary = json.loads((tmp_path / "out" / "_summary.json").read_text())
@@ -311,7 +313,7 @@ def test_ray_engine_gives_the_local_engines_output(lora_run, clean_run, tmp_path
     args = ("--model_dir", str(lora_run), "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"))
     assert score_cli(*args, "--engine", "ray", "--num_workers", "2") == 2
     err = capsys.readouterr().err
-    assert "finsent: error: " in err and "part-3.parquet: not a readable parquet file" in err and "Traceback" not in err
+    assert "finsent: error: " in err and "part-3.parquet: not a readable Parquet file" in err and "Traceback" not in err
     local_tables = read_output(clean_out)
     for name, table in read_output(tmp_path / "out").items():  # whatever the failed run published is complete
         assert table.equals(local_tables[name]), name

@@ -1,6 +1,9 @@
 """finsent.tables: one reader of user tables for train/evaluate (data.load_data) and predict, local or by URL."""
 
+import bz2
+import gzip
 import json
+import lzma
 
 import fsspec
 import pyarrow as pa
@@ -115,3 +118,92 @@ def test_parquet_is_streamed_in_batches(tmp_path, monkeypatch):
         first = next(table.rows)
         assert first.where == f"{src}:row 1" and first.fields["id"] == 0
         assert [r.where for r in table.rows] == [f"{src}:row {i}" for i in range(2, len(ROWS) + 1)]
+
+
+def zstd_compress(data: bytes) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.CompressedOutputStream(sink, "zstd") as f:
+        f.write(data)
+    return sink.getvalue().to_pybytes()
+
+
+COMPRESSORS = {".gz": gzip.compress, ".bz2": bz2.compress, ".xz": lzma.compress, ".zst": zstd_compress}
+
+
+@pytest.mark.parametrize("suffix", COMPRESSORS)
+@pytest.mark.parametrize("fmt", ["bom.csv", "jsonl", "parquet"])
+def test_compressed_tables_read_as_the_plain_ones(tmp_path, fmt, suffix):
+    plain = write_table(tmp_path / f"d.{fmt}", fmt)
+    packed = tmp_path / f"d.{fmt}{suffix}"
+    packed.write_bytes(COMPRESSORS[suffix](plain.read_bytes()))
+    assert tables.table_format(packed) == tables.table_format(plain)
+    assert tables.base_name(packed) == str(plain.with_suffix(""))
+    rows = tables.read_rows(packed, ("text",))
+    assert [r.fields for r in rows] == [r.fields for r in tables.read_rows(plain)]
+    assert rows[0].where.startswith(f"{packed}:")
+    assert pa.concat_tables(tables.read_chunks(packed, ("text",), chunk_rows=3)).equals(
+        pa.concat_tables(tables.read_chunks(plain, ("text",), chunk_rows=3))
+    )
+    assert load_data(packed).texts == [t for t, _ in ROWS]  # training reads it too
+
+
+def test_a_damaged_compressed_file_is_one_line(tmp_path):
+    src = tmp_path / "d.csv.gz"
+    packed = gzip.compress(("text\n" + "".join(f"Profit rose {i} %.\n" for i in range(5000))).encode())
+    src.write_bytes(packed[: len(packed) // 2])
+    with pytest.raises(FinsentError, match=r"d\.csv\.gz: not a readable gzip file \(Compressed file ended"):
+        tables.read_rows(src)
+
+
+def test_read_chunks_keeps_csv_cells_as_strings_by_the_row_readers_rules(tmp_path):
+    src = tmp_path / "d.csv"
+    src.write_text('id,text,note\n007,"Profit rose,\nsharply",x\n8,Sales fell\n9,,\n', encoding="utf-8")
+    chunks = list(tables.read_chunks(src, ("text",), chunk_rows=2))
+    assert [c.num_rows for c in chunks] == [2, 1]
+    table = pa.concat_tables(chunks)
+    assert table.schema == pa.schema([("id", pa.string()), ("text", pa.string()), ("note", pa.string())])
+    assert table.to_pylist() == [
+        {"id": "007", "text": "Profit rose,\nsharply", "note": "x"},  # a quoted line break stays in its cell
+        {"id": "8", "text": "Sales fell", "note": None},  # a short row is padded with nulls
+        {"id": "9", "text": "", "note": ""},
+    ]
+    (header_only,) = tables.read_chunks(write_header(tmp_path / "h.tsv"), ("text",), chunk_rows=2)
+    assert header_only.num_rows == 0 and header_only.column_names == ["id", "text"]
+
+
+def write_header(path):
+    path.write_text("id\ttext\n", encoding="utf-8")
+    return path
+
+
+def test_read_chunks_regroups_parquet_row_groups_and_keeps_types(tmp_path):
+    src = tmp_path / "d.parquet"
+    pq.write_table(pa.table({"id": list(range(10)), "text": [f"t{i}" for i in range(10)]}), src, row_group_size=3)
+    chunks = list(tables.read_chunks(src, ("text",), chunk_rows=4))
+    assert [c.num_rows for c in chunks] == [4, 4, 2]
+    assert pa.concat_tables(chunks).column("id").to_pylist() == list(range(10))
+    assert chunks[0].schema.field("id").type == pa.int64()
+
+
+def test_read_chunks_types_json_records_by_the_first_chunk(tmp_path):
+    src = tmp_path / "d.jsonl"
+    src.write_text('{"id": 1, "text": "a"}\n{"text": "b"}\n{"id": 3, "text": "c", "x": 1.5}\n', encoding="utf-8")
+    (table,) = tables.read_chunks(src, ("text",), chunk_rows=3)
+    assert table.column_names == ["id", "text", "x"] and table.column("id").to_pylist() == [1, None, 3]
+    assert table.schema.field("x").type == pa.float64()
+    with pytest.raises(FinsentError, match=r"d\.jsonl: field 'id' does not fit the type int64 .* from .*d\.jsonl:3 on"):
+        list(tables.read_chunks(write_lines(src, ['{"id": "x"}']), (), chunk_rows=2))
+    with pytest.raises(FinsentError, match=r"d\.jsonl:3: field 'y' is not in the first records \['id', 'text'\]"):
+        list(tables.read_chunks(write_lines(src, ['{"id": 3, "y": 1}']), (), chunk_rows=2))
+    with pytest.raises(FinsentError, match=r"d\.jsonl: no column 'body' in the fields of the first records"):
+        list(tables.read_chunks(src, ("body",), chunk_rows=2))
+    src.write_text("\n", encoding="utf-8")
+    with pytest.raises(FinsentError, match=r"d\.jsonl: empty file"):
+        list(tables.read_chunks(src, ("text",)))
+
+
+def write_lines(path, extra):
+    path.write_text(
+        '{"id": 1, "text": "a"}\n{"id": 2, "text": "b"}\n' + "".join(e + "\n" for e in extra), encoding="utf-8"
+    )
+    return path

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from finsent.data import LABELS
 from finsent.errors import FinsentError
+from finsent.pages import render
 from finsent.serialization import write_csv, write_json, write_text
 
 FORMATS = (".json", ".html", ".csv")
@@ -115,16 +116,7 @@ def extremes(doc: dict, k: int = EXTREMES) -> tuple[list[int], list[int]]:
 
 
 def render_html(report: dict) -> str:
-    """The report as one HTML page: no script, style or font is loaded from anywhere else."""
-    import jinja2
-
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
-        autoescape=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        undefined=jinja2.StrictUndefined,
-    )
+    """The report as one HTML page on the shared page shell: no script, style or font is loaded from anywhere else."""
     docs = [
         {
             "doc": doc,
@@ -135,7 +127,15 @@ def render_html(report: dict) -> str:
         }
         for doc in report["documents"]
     ]
-    return env.get_template("report.html.j2").render(report=report, docs=docs, labels=LABELS)
+    sources = ", ".join(doc["source"] for doc in report["documents"]) or "questions"
+    return render(
+        "report.html.j2",
+        title=f"finsent analyze: {sources}",
+        meta=f"Document sentiment · model {report['model_version']}",
+        report=report,
+        docs=docs,
+        labels=LABELS,
+    )
 
 
 def write_report(report: dict, path: str | Path) -> None:

@@ -117,12 +117,6 @@ def output_columns(
     return mapping, [*input_columns, *mapping.values()]
 
 
-def chunked(rows: Iterator[Row], size: int) -> Iterator[list[Row]]:
-    """Lists of at most `size` rows, read lazily."""
-    while chunk := list(itertools.islice(rows, size)):
-        yield chunk
-
-
 class _Writer:
     """Rows to an open text stream as CSV (fixed header) or JSON Lines."""
 
@@ -154,7 +148,7 @@ def predict_rows(
     writer = _Writer(f, fmt, header)
     summary = Summary()
     done = 0
-    for chunk in chunked(itertools.chain([first], rows), chunk_size):
+    for chunk in tables.chunked(itertools.chain([first], rows), chunk_size):
         texts = [r.text for r in chunk if r.text is not None]
         scores = predictor.score(texts).records() if texts else []
         it = iter(scores)

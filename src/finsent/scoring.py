@@ -8,9 +8,7 @@ shards whose output is complete and scores the rest; `_summary.json` is written 
 
 from __future__ import annotations
 
-import csv
 import io
-import itertools
 import json
 import re
 import secrets
@@ -24,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from finsent import tables
 from finsent.errors import FinsentError
 from finsent.remote import (
     SCALE_EXTRA,
@@ -36,8 +35,7 @@ from finsent.remote import (
 )
 
 ENGINES = ("local", "ray")
-FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
-COMPRESSIONS = {".gz", ".bz2", ".xz", ".zst"}
+SHARD_FORMATS = ("csv", "tsv", "jsonl", "parquet")  # read by finsent.tables, plain or compressed
 SUMMARY = "_summary.json"
 META_KEY = "finsent"
 CHUNK_SIZE = 2048
@@ -89,11 +87,7 @@ class Shard:
 
     @property
     def output_name(self) -> str:
-        stem = self.name
-        for suffix in (*COMPRESSIONS, *FORMATS):
-            if stem.lower().endswith(suffix):
-                stem = stem[: -len(suffix)]
-        return stem + ".parquet"
+        return tables.base_name(self.name) + ".parquet"
 
     def source(self) -> dict:
         return {"input": self.name, "size": self.size, "version": self.version}
@@ -113,10 +107,8 @@ class ShardResult:
 
 def shard_format(url: str) -> str | None:
     """csv, tsv, jsonl or parquet from the file name (a .gz/.bz2/.xz/.zst suffix is looked through), else None."""
-    name = url.lower()
-    for suffix in COMPRESSIONS:
-        name = name.removesuffix(suffix)
-    return FORMATS.get(Path(name).suffix)
+    fmt = tables.table_format(url)
+    return fmt if fmt in SHARD_FORMATS else None
 
 
 def _version(info: dict) -> str:
@@ -166,81 +158,18 @@ def discover_shards(input_url: str, output_url: str | None = None) -> list[Shard
     return shards
 
 
-def _check_text_column(url: str, schema, text_column: str) -> None:
-    import pyarrow as pa
-
-    if text_column not in schema.names:
-        raise FinsentError(f"{url}: no column {text_column!r} (columns: {', '.join(schema.names)}); set --text_column")
-    kind = schema.field(text_column).type
-    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_null(kind)):
-        raise FinsentError(f"{url}: column {text_column!r} holds {kind}, not text; set --text_column")
-
-
-def _csv_batches(f, delimiter: str) -> Iterator:
-    """CSV/TSV record batches with every cell as a string (as written: CSV has no types), BOM or not."""
-    import pyarrow as pa
-    import pyarrow.csv as pcsv
-
-    header = f.readline().decode("utf-8-sig")
-    names = next(csv.reader([header], delimiter=delimiter), [])
-    if not names:
-        return
-    position = f.tell()
-    if not f.read(1):  # a header alone: zero rows
-        yield pa.RecordBatch.from_pylist([], pa.schema([(n, pa.string()) for n in names]))
-        return
-    f.seek(position)
-    yield from pcsv.open_csv(
-        f,
-        read_options=pcsv.ReadOptions(column_names=names, block_size=1 << 20),
-        parse_options=pcsv.ParseOptions(delimiter=delimiter),
-        convert_options=pcsv.ConvertOptions(column_types={n: pa.string() for n in names}),
-    )
-
-
 def _read_shard(url: str, text_column: str, chunk_size: int = CHUNK_SIZE) -> Iterator:
-    """The rows of a CSV/TSV/JSONL/Parquet file as pyarrow Tables of `chunk_size` rows (at least one, maybe empty)."""
-    import fsspec
+    """A shard as pyarrow Tables of `chunk_size` rows (read by finsent.tables), its text column holding text."""
     import pyarrow as pa
-    import pyarrow.json as pjson
-    import pyarrow.parquet as pq
 
-    fmt = shard_format(url)
-    with storage_errors(url), fsspec.open(url, "rb", compression="infer") as f:
-        try:
-            if fmt == "parquet":
-                parquet = pq.ParquetFile(f)
-                schema = parquet.schema_arrow
-                batches = parquet.iter_batches(batch_size=chunk_size)
-            else:
-                if fmt == "jsonl":
-                    batches = pjson.open_json(f, read_options=pjson.ReadOptions(block_size=1 << 20))
-                else:
-                    batches = _csv_batches(f, "\t" if fmt == "tsv" else ",")
-                first = next(iter(batches), None)
-                if first is None:
-                    raise FinsentError(f"{url}: empty file; expected a header or rows with a {text_column!r} column")
-                schema = first.schema
-                batches = itertools.chain([first], batches)
-            _check_text_column(url, schema, text_column)
-            pending: list = []
-            rows = 0
-            yielded = False
-            for batch in batches:
-                pending.append(batch)
-                rows += batch.num_rows
-                while rows >= chunk_size:
-                    table = pa.Table.from_batches(pending, schema)
-                    yield table.slice(0, chunk_size)
-                    yielded = True
-                    rest = table.slice(chunk_size)
-                    pending, rows = rest.to_batches(), rest.num_rows
-            if rows or not yielded:
-                yield pa.Table.from_batches(pending, schema)
-        except (pa.ArrowException, UnicodeDecodeError, ValueError) as e:
-            raise FinsentError(
-                f"{url}: not a readable {fmt} file ({str(e).splitlines()[0]}); fix or remove the shard"
-            ) from None
+    with storage_errors(url):
+        chunks = tables.read_chunks(url, (text_column,), "set --text_column", chunk_size)
+        first = next(chunks)
+        kind = first.schema.field(text_column).type
+        if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_null(kind)):
+            raise FinsentError(f"{url}: column {text_column!r} holds {kind}, not text; set --text_column")
+        yield first
+        yield from chunks
 
 
 def prediction_columns(labels, input_columns) -> list[str]:
