@@ -49,7 +49,6 @@ STUDENTS = {"distilled MiniLM student (2 epochs)": {"num_epochs": 2}, "distilled
 TEACHER_LORA = {"all": "lora_attention.json", "50": "lora_config.json"}
 
 
-
 def score(test_logits, test_labels, val_logits, val_labels) -> dict:
     """Accuracy, macro-F1 and ECE before/after a temperature fitted on validation logits (as `finsent train` scores)."""
     probs = metrics.softmax(test_logits)
@@ -336,7 +335,10 @@ def main(argv=None) -> int:
     p.add_argument("--agreement", default="all", choices=["50", "66", "75", "all"])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument(
-        "--methods", nargs="+", default=None, help="subset of: tfidf frozen full lora_seed finsent teacher distilled distilled3"
+        "--methods",
+        nargs="+",
+        default=None,
+        help="subset of: tfidf frozen full lora_seed finsent teacher distilled distilled3",
     )
     p.add_argument(
         "--teachers",

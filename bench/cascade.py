@@ -34,10 +34,18 @@ def timed(name: str, predictor, texts: list[str]) -> dict:
     start = time.perf_counter()
     predictor.score(texts)
     seconds = time.perf_counter() - start
-    row = {"name": name, "n": len(texts), "seconds": seconds, "sentences_per_s": len(texts) / seconds,
-           "loadavg_before": before, "loadavg_after": os.getloadavg()}
-    print(f"{name}: {row['sentences_per_s']:.1f} sentences/s (load {before[0]:.2f} -> {row['loadavg_after'][0]:.2f})",
-          file=sys.stderr)
+    row = {
+        "name": name,
+        "n": len(texts),
+        "seconds": seconds,
+        "sentences_per_s": len(texts) / seconds,
+        "loadavg_before": before,
+        "loadavg_after": os.getloadavg(),
+    }
+    print(
+        f"{name}: {row['sentences_per_s']:.1f} sentences/s (load {before[0]:.2f} -> {row['loadavg_after'][0]:.2f})",
+        file=sys.stderr,
+    )
     return row
 
 
@@ -73,8 +81,10 @@ def main(argv=None) -> int:
     test_deferred = cascade.deferred / cascade.scored
     texts = load_data(args.data_path, "50").texts  # every PhraseBank sentence
     texts = (texts * (args.n // len(texts) + 1))[: args.n]
-    rows = [timed(f"student ({student.backend_name} int8)", student, texts),
-            timed("teacher (torch fp32)", teacher, texts)]
+    rows = [
+        timed(f"student ({student.backend_name} int8)", student, texts),
+        timed("teacher (torch fp32)", teacher, texts),
+    ]
     cascade.deferred = cascade.scored = 0
     rows.append(timed("cascade", cascade, texts))
     rows[-1]["deferred_share"] = cascade.deferred / cascade.scored
@@ -82,11 +92,19 @@ def main(argv=None) -> int:
     gap = 100 * (accuracy["teacher"] - accuracy["cascade"])
     result = {
         "command": "python bench/cascade.py " + " ".join(sys.argv[1:] if argv is None else argv),
-        "student": str(args.student), "teacher": str(args.teacher), "threshold": cascade.threshold,
+        "student": str(args.student),
+        "teacher": str(args.teacher),
+        "threshold": cascade.threshold,
         "test_split": {"agreement": data["agreement"], "seed": data["seed"], "n": len(test)},
-        "accuracy": accuracy, "test_deferred_share": test_deferred, "throughput": rows,
-        "goal": {**GOAL, "gap_points": gap, "speedup": speedup,
-                 "met": gap <= GOAL["accuracy_gap_points"] and speedup >= GOAL["speedup_vs_teacher"]},
+        "accuracy": accuracy,
+        "test_deferred_share": test_deferred,
+        "throughput": rows,
+        "goal": {
+            **GOAL,
+            "gap_points": gap,
+            "speedup": speedup,
+            "met": gap <= GOAL["accuracy_gap_points"] and speedup >= GOAL["speedup_vs_teacher"],
+        },
     }
     md = [
         f"Command: `{result['command']}`  ",
@@ -98,13 +116,22 @@ def main(argv=None) -> int:
         "| --- | --- | --- | --- | --- |",
     ]
     for row, name in zip(rows, ("student", "teacher", "cascade")):
-        deferred = f"{test_deferred:.1%} of test, {row['deferred_share']:.1%} of the throughput set" if name == "cascade" else ""
-        md.append(f"| {row['name']} | {accuracy[name]:.4f} | {row['sentences_per_s']:.1f} | "
-                  f"{row['loadavg_before'][0]:.2f} / {row['loadavg_after'][0]:.2f} | {deferred} |")
-    md += ["", f"- goal: cascade within {GOAL['accuracy_gap_points']} points of the teacher: {gap:+.2f} points "
-           f"({'reached' if gap <= GOAL['accuracy_gap_points'] else 'NOT reached'})",
-           f"- goal: cascade >= {GOAL['speedup_vs_teacher']}x the teacher's throughput: {speedup:.1f}x "
-           f"({'reached' if speedup >= GOAL['speedup_vs_teacher'] else 'NOT reached'})"]
+        deferred = (
+            f"{test_deferred:.1%} of test, {row['deferred_share']:.1%} of the throughput set"
+            if name == "cascade"
+            else ""
+        )
+        md.append(
+            f"| {row['name']} | {accuracy[name]:.4f} | {row['sentences_per_s']:.1f} | "
+            f"{row['loadavg_before'][0]:.2f} / {row['loadavg_after'][0]:.2f} | {deferred} |"
+        )
+    md += [
+        "",
+        f"- goal: cascade within {GOAL['accuracy_gap_points']} points of the teacher: {gap:+.2f} points "
+        f"({'reached' if gap <= GOAL['accuracy_gap_points'] else 'NOT reached'})",
+        f"- goal: cascade >= {GOAL['speedup_vs_teacher']}x the teacher's throughput: {speedup:.1f}x "
+        f"({'reached' if speedup >= GOAL['speedup_vs_teacher'] else 'NOT reached'})",
+    ]
     write_json(Path(args.out + ".json"), result)
     write_text(Path(args.out + ".md"), "\n".join(md) + "\n")
     print("\n".join(md))

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from finsent import runs, tables
-from finsent.data import AGREEMENT_FILES, LabelledData, Splits, load_data
+from finsent.data import AGREEMENT_FILES, Splits, load_data
 from finsent.errors import FinsentError
 
 
