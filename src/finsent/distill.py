@@ -183,6 +183,8 @@ def trainer_class(alpha: float, temperature: float):
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             teacher = inputs.pop("teacher_logits", None)
+            if teacher is None and model.training:  # every training batch carries them; validation batches do not
+                raise RuntimeError("a distillation training batch without the teacher's logits")
             labels = inputs.pop("labels")
             outputs = model(**inputs)
             soft = None if teacher is None else teacher.float()

@@ -202,6 +202,8 @@ def train(cfg: TrainConfig, log=print, distill: DistillConfig | None = None) -> 
 
     ckpt_dir = out / CHECKPOINTS
     args = TrainingArguments(
+        # the Trainer drops every batch field its model's forward() does not name: the teacher's logits must stay
+        remove_unused_columns=distill is None,
         output_dir=str(ckpt_dir),
         per_device_train_batch_size=cfg.batch_size,
         per_device_eval_batch_size=cfg.eval_batch_size,
