@@ -315,8 +315,8 @@ def sentence_cost(model_dir: str, texts: list[str], max_length: int) -> dict:
     folder = Path(model_dir)
     config_dir = folder if (folder / "config.json").is_file() else None
     if config_dir is None:  # a LoRA run: the base model's config
+        from finsent.hub import resolve_model_name
         from finsent.inference import read_model_info
-        from finsent.modeling import resolve_model_name
 
         config_dir = resolve_model_name(read_model_info(folder).model_name)
     config = AutoConfig.from_pretrained(config_dir)

@@ -205,7 +205,7 @@ def test_tune_records_the_lora_settings_that_ran_not_only_their_path(phrasebank_
 def test_roofline_counts_the_issues_multiply_adds_and_measures_gemm_peaks():
     from transformers import AutoConfig
 
-    from finsent.modeling import packaged_model_dir
+    from finsent.hub import packaged_model_dir
 
     serving = load_script("serving")
     config = AutoConfig.from_pretrained(packaged_model_dir())

@@ -138,7 +138,7 @@ def test_export_writes_fused_fp32_and_int8_with_metadata(onnx_run):
     import onnx
     from transformers import AutoConfig
 
-    from finsent.modeling import packaged_model_dir
+    from finsent.hub import packaged_model_dir
 
     out = onnx_run / "onnx"
     info = json.loads((out / "export.json").read_text())

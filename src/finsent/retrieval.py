@@ -29,7 +29,8 @@ class Encoder:
         import torch
         from transformers import AutoModel
 
-        from finsent.modeling import DEFAULT_MODEL, load_tokenizer, packaged_model_dir
+        from finsent.hub import DEFAULT_MODEL, packaged_model_dir
+        from finsent.modeling import load_tokenizer
 
         if num_threads:
             torch.set_num_threads(num_threads)
