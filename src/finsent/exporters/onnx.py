@@ -46,13 +46,15 @@ FUSED_OPS = (
 # Chosen by bench/onnx_candidates.py (bench/results/onnx_candidates.md): on the PhraseBank test split + 2,000 other
 # sentences this agrees with fp32 PyTorch on 99.78 %; without the split (QAttention) 99.01 %, with QUInt8 weights
 # 99.46 %; static QDQ agrees on 99.91 % but ran at ~0.6x the speed of this one.
+# 32 outlier channels (of 384) rather than the candidate's 8: with 8, the short training run the tests use agreed
+# with fp32 on 224 of 226 test sentences, under the 99.5 % bar.
 QUANTIZATION = {
     "mode": "dynamic",
     "weight_type": "QInt8",
     "per_channel": True,
     "reduce_range": False,
     "op_types": ["MatMul"],
-    "fp32_outlier_channels": 8,
+    "fp32_outlier_channels": 32,
 }
 PARITY_ATOL = 1e-3
 # Synthetic sentences of varied length for the fp32 parity check (not from any data set).
