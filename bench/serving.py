@@ -42,6 +42,7 @@ WORKERS = {
     "onnx": "finsent, onnx int8",
 }
 GOAL = {"onnx_sentences_per_s": 800, "speedup_vs_pipeline_b32": 6}
+SERVER_GOAL = {"requests_per_s": 1000, "p99_ms": 50, "clients": 16}
 GEMM = (4096, 384, 1536)  # M x K x N of the peak measurement: a batch of tokens through an FFN-sized layer
 CPU_FLAGS = (
     "avx2",
@@ -238,8 +239,60 @@ async def latency_level(url: str, texts: list[str], clients: int, requests: int)
     }
 
 
-def server_latency(model_dir: str, texts: list[str], threads: int, requests: int, backend: str = "onnx") -> list[dict]:
-    """Start `finsent serve` on 127.0.0.1 and measure latency at 1, 8 and 32 concurrent clients."""
+def ab_level(url: str, text: str, clients: int, seconds: int) -> dict:
+    """ab (apache2-utils, a C load generator): single-sentence POST /predict from `clients` connections for `seconds`."""
+    import re
+    import shutil
+
+    if not shutil.which("ab"):
+        raise SystemExit("--ab_seconds needs `ab` (Debian: apt-get install apache2-utils), or pass --ab_seconds 0")
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as body:
+        json.dump({"texts": [text]}, body)
+    load_before = load_average()
+    out = subprocess.run(
+        [
+            "ab",
+            "-q",
+            "-c",
+            str(clients),
+            "-t",
+            str(seconds),
+            "-n",
+            "10000000",
+            "-p",
+            body.name,
+            "-T",
+            "application/json",
+            url + "/predict",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    Path(body.name).unlink()
+
+    def number(pattern: str, default: float = 0.0) -> float:
+        m = re.search(pattern, out, re.MULTILINE)
+        return float(m.group(1)) if m else default
+
+    return {
+        "tool": "ab",
+        "clients": clients,
+        "seconds": seconds,
+        "requests": int(number(r"^Complete requests:\s+(\d+)")),
+        "errors": int(number(r"^Failed requests:\s+(\d+)") + number(r"^Non-2xx responses:\s+(\d+)")),
+        "p50_ms": number(r"^\s+50%\s+(\d+)"),
+        "p99_ms": number(r"^\s+99%\s+(\d+)"),
+        "requests_per_s": number(r"^Requests per second:\s+([\d.]+)"),
+        "loadavg_before": load_before,
+        "loadavg_after": load_average(),
+    }
+
+
+def server_latency(
+    model_dir: str, texts: list[str], threads: int, requests: int, backend: str = "onnx", ab_seconds: int = 60
+) -> list[dict]:
+    """Start `finsent serve` on 127.0.0.1 and measure latency at 1, 8 and 32 concurrent Python clients, then with ab."""
     import httpx
 
     port = free_port()
@@ -284,6 +337,8 @@ def server_latency(model_dir: str, texts: list[str], threads: int, requests: int
             load_before = load_average()
             level = asyncio.run(latency_level(url, texts, clients, max(requests, clients)))
             levels.append({**level, "loadavg_before": load_before})
+        if ab_seconds:
+            levels.append(ab_level(url, texts[0], SERVER_GOAL["clients"], ab_seconds))
         serving = httpx.get(url + "/metadata", timeout=10).json()["serving"]
         for level in levels:
             level["backend"] = backend
@@ -377,13 +432,27 @@ def markdown(result: dict) -> str:
             f"Server (`finsent serve --backend {result['latency'][0]['backend']} --threads {result['threads']}`, one sentence a request, 127.0.0.1, "
             "clients in the same machine):",
             "",
-            "| concurrent clients | requests | errors | p50 (ms) | p99 (ms) | requests/s | load avg (1 min) before |",
-            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+            "| load generator | concurrent clients | requests | errors | p50 (ms) | p99 (ms) | requests/s | load avg (1 min) before |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
     for r in result["latency"]:
+        tool = f"ab, {r['seconds']} s, one sentence" if r.get("tool") == "ab" else "Python httpx clients"
         lines.append(
-            f"| {r['clients']} | {r['requests']} | {r['errors']} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['requests_per_s']:.0f} | {r['loadavg_before'][0]:.1f} |"
+            f"| {tool} | {r['clients']} | {r['requests']} | {r['errors']} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['requests_per_s']:.0f} | {r['loadavg_before'][0]:.1f} |"
         )
+    ab = next((r for r in result["latency"] if r.get("tool") == "ab"), None)
+    if ab:
+        ok = (
+            ab["requests_per_s"] >= SERVER_GOAL["requests_per_s"]
+            and ab["p99_ms"] <= SERVER_GOAL["p99_ms"]
+            and not ab["errors"]
+        )
+        lines += [
+            "",
+            f"Server goal: >= {SERVER_GOAL['requests_per_s']} requests/s from {SERVER_GOAL['clients']} ab clients, p99 <= "
+            f"{SERVER_GOAL['p99_ms']} ms, 0 errors. Measured {ab['requests_per_s']:.0f} requests/s, p99 {ab['p99_ms']:.0f} "
+            f"ms, {ab['errors']} errors: **{'met' if ok else 'not met'}**.",
+        ]
     g = result["goal"]
     lines += [
         "",
@@ -412,6 +481,9 @@ def main() -> int:
         help="also time these bench/onnx_candidates.py candidates, built in <model_dir>/candidates/",
     )
     ap.add_argument("--no_server", action="store_true", help="skip the server latency measurement")
+    ap.add_argument(
+        "--ab_seconds", type=int, default=60, help="seconds of ab load on the server, 16 clients; 0 skips (default: 60)"
+    )
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "serving"))
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--worker_out", help=argparse.SUPPRESS)
@@ -490,7 +562,13 @@ def main() -> int:
     latency = (
         []
         if args.no_server
-        else server_latency(args.model_dir, sentences(args.data_path, 2000, seed=1), args.threads, args.requests)
+        else server_latency(
+            args.model_dir,
+            sentences(args.data_path, 2000, seed=1),
+            args.threads,
+            args.requests,
+            ab_seconds=args.ab_seconds,
+        )
     )
     for level in latency:
         print(

@@ -240,3 +240,36 @@ def test_a_model_travels_as_fp16_chunks_and_comes_back_as_fp32(tmp_path):
         assert restored[name].dtype == tensor.dtype
         assert (restored[name].float() - tensor.float()).abs().max() <= 1e-3 * tensor.float().abs().max() + 1e-7, name
     assert load_base_model(str(restored_dir)).config.hidden_size == 384  # loads as --model_name
+
+
+def test_ab_level_reads_ab_s_report_from_a_real_server():
+    import shutil
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    if not shutil.which("ab"):
+        pytest.skip("ab (apache2-utils) is not installed")
+    bodies = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's name
+            bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            status = 200 if len(bodies) % 5 else 500  # every fifth request fails
+            self.send_response(status)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        level = load_script("serving").ab_level(f"http://127.0.0.1:{server.server_port}", "Sales rose .", 2, 1)
+    finally:
+        server.shutdown()
+    # ab stops at its time limit with up to one request per client still in flight, which it does not count
+    assert bodies[0] == {"texts": ["Sales rose ."]} and len(bodies) - 2 <= level["requests"] <= len(bodies)
+    assert len(bodies) // 5 - 2 <= level["errors"] <= len(bodies) // 5 and level["requests_per_s"] > 0
+    assert 0 <= level["p50_ms"] <= level["p99_ms"] and level["clients"] == 2

@@ -1,6 +1,7 @@
 """Distillation: a tiny real teacher -> `finsent distill` -> a complete student run; the leakage guard; the cascade."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -85,6 +86,45 @@ def test_distill_writes_a_complete_student_run_and_reuses_the_teacher_cache(teac
     )
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert {r["answered_by"] for r in rows} == {read_model_info(student).version}
+
+
+@pytest.mark.slow
+def test_early_exit_is_a_shallow_student_of_the_full_run(teacher, phrasebank_zip, tmp_path, capsys):
+    from finsent.inference import Predictor, margins
+    from finsent.modeling import load_trained
+
+    exit_dir = teacher / "early_exit"  # where `predict --early_exit` looks by default
+    argv = ["distill", "--teacher", str(teacher), "--num_layers", "1", "--data_path", str(phrasebank_zip)]
+    argv += ["--output_dir", str(exit_dir), "--use_lora", "--seed", "3", "--max_unlabeled", "100", *TINY]
+    assert main(argv) == 0
+    assert read_model_info(exit_dir).num_layers == 1
+    model, _ = load_trained(exit_dir)
+    assert model.config.num_hidden_layers == 1 and len(model.bert.encoder.layer) == 1
+    texts = split_data(load_data(phrasebank_zip, "all"), 3).test.texts[:24]
+    full, shallow = Predictor(teacher).score(texts).probs, Predictor(exit_dir).score(texts).probs
+    threshold = read_model_info(exit_dir).extra["cascade"]["margin_threshold"]
+    capsys.readouterr()
+
+    def early_exit(*flags):
+        assert main(["predict", "--model_dir", str(teacher), "--early_exit", *flags, *texts]) == 0
+        return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+    # each sentence is answered by the exit where its margin clears the threshold, else by the full model
+    exits = margins(shallow) >= threshold
+    rows = early_exit()
+    assert [r["answered_by"] for r in rows] == ["early_exit" if e else "full" for e in exits]
+    expected = np.where(exits[:, None], shallow, full).argmax(1)
+    assert [r["label"] for r in rows] == [LABELS[i] for i in expected]
+    assert {r["answered_by"] for r in early_exit("--cascade_threshold", "0")} == {"early_exit"}
+    rows = early_exit("--cascade_threshold", "2")
+    assert [r["label"] for r in rows] == [LABELS[i] for i in full.argmax(1)]
+    # an exit distilled from another run is refused, and so is a run without one: one line each, exit 2
+    other = tmp_path / "other"
+    shutil.copytree(teacher, other, ignore=shutil.ignore_patterns("early_exit"))
+    for argv in (["--early_exit_dir", str(exit_dir)], ["--early_exit"]):
+        assert main(["predict", "--model_dir", str(other), *argv, "Sales rose ."]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and f"finsent distill --teacher {other} --num_layers" in err
 
 
 def _digest(run):

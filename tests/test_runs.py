@@ -12,7 +12,9 @@ from runfactory import write_fake_run
 
 
 def test_model_info_round_trip_keeps_extra_metadata(tmp_path):
-    info = ModelInfo("v7", max_length=64, model_name="m", use_lora=True, extra={"teacher": "runs/v3", "threshold": 0.8})
+    info = ModelInfo(
+        "v7", max_length=64, model_name="m", use_lora=True, num_layers=2, extra={"teacher": "runs/v3", "threshold": 0.8}
+    )
     write_model_info(tmp_path, info)
     back = read_model_info(tmp_path)
     assert back == info

@@ -58,6 +58,7 @@ INVALID = [
     ({"learning_rate": -1e-3}, "--learning_rate -0.001"),
     ({"learning_rate": float("nan")}, "--learning_rate nan"),
     ({"max_train_samples": 0}, "--max_train_samples 0"),
+    ({"num_layers": 0}, "--num_layers 0"),
     ({"label_smoothing": 1.0}, "--label_smoothing 1.0"),
     ({"warmup_ratio": -0.1}, "--warmup_ratio -0.1"),
     ({"weight_decay": -1.0}, "--weight_decay -1.0"),

@@ -126,11 +126,21 @@ def _predictor(args: argparse.Namespace):
     predictor = Predictor(
         args.model_dir, backend=args.backend, batch_size=args.batch_size, num_threads=args.threads, device=args.device
     )
-    if not getattr(args, "cascade", None):
+    cascade = getattr(args, "cascade", None)
+    early_exit = getattr(args, "early_exit", False) or getattr(args, "early_exit_dir", None)
+    if cascade and early_exit:
+        raise FinsentError("--cascade and --early_exit: pass one of them")
+    if not cascade and not early_exit:
         return predictor
-    from finsent.inference import CascadePredictor
+    from finsent.inference import CascadePredictor, early_exit_dir
 
-    teacher = Predictor(args.cascade, backend="torch", batch_size=args.batch_size, num_threads=args.threads)
+    if early_exit:  # the shallow exit runs on the same backend and device as the full model
+        exit_dir = early_exit_dir(args.model_dir, args.early_exit_dir)
+        shallow = Predictor(
+            exit_dir, backend=args.backend, batch_size=args.batch_size, num_threads=args.threads, device=args.device
+        )
+        return CascadePredictor(shallow, predictor, args.cascade_threshold, early_exit=True)
+    teacher = Predictor(cascade, backend="torch", batch_size=args.batch_size, num_threads=args.threads)
     return CascadePredictor(predictor, teacher, args.cascade_threshold)
 
 
@@ -246,11 +256,23 @@ def add_serving_commands(sub) -> None:
             help="re-score with this teacher run the sentences the student (--model_dir) is unsure of",
         )
         p.add_argument(
+            "--early_exit",
+            action="store_true",
+            help="answer with the model's early exit where it is confident, else with the full model: a shallower "
+            "student distilled from --model_dir (`finsent distill --teacher RUN --num_layers 2`)",
+        )
+        p.add_argument(
+            "--early_exit_dir",
+            default=None,
+            metavar="EXIT_RUN",
+            help="the early exit's run folder (default: <model_dir>/early_exit)",
+        )
+        p.add_argument(
             "--cascade_threshold",
             type=float,
             default=None,
-            help="defer to the teacher below this margin between the top two probabilities (default: the one "
-            "`finsent distill` chose on validation)",
+            help="defer to the teacher (or the full model, with --early_exit) below this margin between the top two "
+            "probabilities (default: the one `finsent distill` chose on validation)",
         )
         add_device_arg(p)
 

@@ -46,8 +46,25 @@ def _reorder_head(model, rows: list[int]) -> None:
             head.bias.copy_(head.bias[rows].clone())
 
 
-def load_base_model(name_or_path: str):
-    """A sequence-classification model with our label map; a fitting head is kept (rows reordered to our labels)."""
+def num_layers_kwargs(name_or_path: str, num_layers: int | None) -> dict:
+    """Config overrides that keep the first num_layers encoder layers; one line if the model has fewer."""
+    if num_layers is None:
+        return {}
+    from transformers import AutoConfig
+
+    try:
+        have = AutoConfig.from_pretrained(name_or_path).num_hidden_layers
+    except (OSError, ValueError, AttributeError):
+        return {"num_hidden_layers": num_layers}
+    if num_layers > have:
+        raise FinsentError(f"--num_layers {num_layers}: {name_or_path} has only {have} layers")
+    return {"num_hidden_layers": num_layers}
+
+
+def load_base_model(name_or_path: str, num_layers: int | None = None):
+    """A sequence-classification model with our label map; a fitting head is kept (rows reordered to our labels).
+
+    num_layers keeps the encoder's first N layers (the checkpoint's weights for them; the rest are not loaded)."""
     from transformers import AutoModelForSequenceClassification
 
     rows = _label_order(name_or_path)
@@ -58,6 +75,7 @@ def load_base_model(name_or_path: str):
             id2label=dict(enumerate(LABELS)),
             label2id=LABEL2ID,
             ignore_mismatched_sizes=True,
+            **num_layers_kwargs(name_or_path, num_layers),
         )
     except OSError as e:
         raise FinsentError(
@@ -181,10 +199,11 @@ def load_trained(model_dir: str | Path, merge: bool = True):
     if adapter_cfg.is_file():
         from peft import PeftModel
 
+        info = read_model_info(model_dir)
         base_name = resolve_model_name(
-            read_model_info(model_dir).model_name or json.loads(adapter_cfg.read_text()).get("base_model_name_or_path")
+            info.model_name or json.loads(adapter_cfg.read_text()).get("base_model_name_or_path")
         )
-        model = PeftModel.from_pretrained(load_base_model(base_name), model_dir)
+        model = PeftModel.from_pretrained(load_base_model(base_name, info.num_layers), model_dir)
         if merge:
             model = model.merge_and_unload()
     elif (model_dir / "config.json").is_file():

@@ -32,6 +32,7 @@ SENTENCES = "sentences.json"  # hashes of the run's train / validation / test se
 TEACHER_LOGITS = "teacher_logits.npz"  # a teacher's raw logits by sentence hash, cached for distillation
 CHECKPOINTS = "checkpoints"
 ONNX_DIR = "onnx"
+EARLY_EXIT_DIR = "early_exit"  # a run's early exit: a shallower student distilled from it (`distill --num_layers`)
 ONNX_FP32 = "model.onnx"
 ONNX_INT8 = "model.int8.onnx"
 EXPORT_INFO = "export.json"
@@ -60,7 +61,7 @@ METRIC_KEYS = ("accuracy", "macro_f1", "ece", "avg_confidence", "per_class", "n_
 class ModelInfo:
     """What a run folder says about itself.
 
-    Training writes version, model_name, use_lora, max_length, labels and `extra` (free metadata such as a distilled
+    Training writes version, model_name, use_lora, num_layers (where cut), max_length, labels and `extra` (free metadata such as a distilled
     student's teacher) to finsent_model.json; temperature and metrics are read from results.json, never written here."""
 
     version: str
@@ -68,6 +69,7 @@ class ModelInfo:
     max_length: int = DEFAULT_MAX_LENGTH
     model_name: str | None = None
     use_lora: bool | None = None
+    num_layers: int | None = None  # the encoder layers kept of model_name's (a shallower student); None: all
     extra: dict = field(default_factory=dict)
     temperature: float = 1.0
     metrics: dict = field(default_factory=dict)
@@ -81,6 +83,8 @@ class ModelInfo:
             "max_length": self.max_length,
             "labels": list(self.labels),
         }
+        if self.num_layers is not None:
+            out["num_layers"] = self.num_layers
         return {**out, "extra": self.extra} if self.extra else out
 
 
@@ -127,6 +131,7 @@ def read_model_info(run_dir: str | Path) -> ModelInfo:
         max_length=int(meta.get("max_length") or DEFAULT_MAX_LENGTH),
         model_name=meta.get("model_name"),
         use_lora=meta.get("use_lora"),
+        num_layers=int(meta["num_layers"]) if meta.get("num_layers") else None,
         extra=extra if isinstance(extra, dict) else {},
         temperature=_temperature(results.get("temperature", 1.0)),
         metrics={k: results[k] for k in METRIC_KEYS if k in results},

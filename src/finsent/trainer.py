@@ -181,7 +181,7 @@ def train(cfg: TrainConfig, log=print, distill: DistillConfig | None = None) -> 
     set_seed(cfg.seed)
     model_path = hub.resolve_model_name(cfg.model_name)
     tokenizer = modeling.load_tokenizer(model_path)
-    model = modeling.load_base_model(model_path)
+    model = modeling.load_base_model(model_path, cfg.num_layers)
     if lora_settings is not None:
         model = modeling.apply_lora(model, lora_settings, cfg.lora_config)
     params = modeling.count_parameters(model)
@@ -197,6 +197,7 @@ def train(cfg: TrainConfig, log=print, distill: DistillConfig | None = None) -> 
             max_length=cfg.max_length,
             model_name=cfg.model_name or hub.DEFAULT_MODEL,
             use_lora=cfg.use_lora,
+            num_layers=cfg.num_layers,
         ),
     )
 

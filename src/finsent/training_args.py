@@ -60,6 +60,13 @@ class TrainConfig:
         default=str(PACKAGED_CONFIG_DIR / "lora_config.json"),
         metadata=_help("LoRA settings as JSON (default: config/lora_config.json)"),
     )
+    num_layers: int | None = field(
+        default=None,
+        metadata=_help(
+            "keep only the encoder's first N transformer layers: a shallower, faster model, e.g. the early exit "
+            "distilled from a full run (default: all)"
+        ),
+    )
     batch_size: int = field(default=16, metadata=_help("training batch size (default: %(default)s)"))
     num_epochs: float = field(
         default=3.0, metadata=_help("maximum epochs; early stopping may end sooner (default: %(default)s)")
@@ -135,6 +142,7 @@ class TrainConfig:
             ("num_epochs", _positive(self.num_epochs, float), "a positive number"),
             ("max_length", _positive(self.max_length, int), "a positive whole number"),
             ("learning_rate", self.learning_rate is None or _positive(self.learning_rate, float), "a positive number"),
+            ("num_layers", self.num_layers is None or _positive(self.num_layers, int), "a positive whole number"),
             ("max_train_samples", self.max_train_samples is None or _positive(self.max_train_samples, int), "positive"),
             ("max_eval_samples", self.max_eval_samples is None or _positive(self.max_eval_samples, int), "positive"),
             ("weight_decay", _number(self.weight_decay) and self.weight_decay >= 0, "0 or more"),

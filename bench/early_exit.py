@@ -1,0 +1,172 @@
+#!/usr/bin/env python
+"""Early-exit benchmark: shallow exits distilled from a full run, against the full model, on agreement and speed.
+
+    python bench/early_exit.py --model_dir RUN [--num_layers 1 2 3] [--exits_root DIR] [--n 2000]
+
+For each N in --num_layers an exit is a student of the run with its first N encoder layers, distilled from the run
+itself (`finsent distill --teacher RUN --num_layers N --use_lora`, the run's own split and seed), kept in
+<exits_root>/L<N> and trained only where it is missing; each is exported to ONNX int8. The early exit answers where
+its calibrated margin clears the threshold `finsent distill` chose on validation (>= 99.5 % agreement with the full
+model there) and defers the rest to the full model (`finsent predict --early_exit`).
+
+Agreement with the full model's labels is reported on the run's test split (held out from every model) and on the
+PhraseBank sentences outside the run's splits (the exits learned the full model's logits on these: in-sample).
+Throughput: --n PhraseBank sentences through the full model and each early exit, ONNX int8, --threads threads, one
+after the other in this process, the load average printed beside each row. Writes bench/results/early_exit.md/.json.
+Goal (issue 13): >= 1,500 sentences/s at >= 99.5 % agreement with the full model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+from cascade import timed  # noqa: E402
+
+GOAL = {"sentences_per_s": 1500, "agreement": 0.995}
+
+
+def finsent(*argv: str) -> None:
+    subprocess.run([sys.executable, "-m", "finsent", *argv], check=True)
+
+
+def ensure_exit(run: Path, exit_dir: Path, layers: int, data: dict, data_path: str) -> None:
+    """Distill the exit from the run (its split and seed) if it is not there yet, and export it to ONNX."""
+    if not (exit_dir / "results.json").is_file():
+        finsent(
+            "distill",
+            "--teacher",
+            str(run),
+            "--num_layers",
+            str(layers),
+            "--use_lora",
+            "--data_path",
+            data_path,
+            "--agreement",
+            str(data["agreement"]),
+            "--seed",
+            str(data["seed"]),
+            "--output_dir",
+            str(exit_dir),
+        )
+    ensure_onnx(exit_dir)
+
+
+def ensure_onnx(run: Path) -> None:
+    from finsent.inference import find_onnx
+
+    try:
+        find_onnx(run)
+    except Exception:  # noqa: BLE001 - no export yet: make one
+        finsent("export-onnx", "--model_dir", str(run))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model_dir", required=True, help="the full run (a `finsent train` or `finsent distill` folder)")
+    p.add_argument("--num_layers", type=int, nargs="+", default=[1, 2, 3], help="exit depths (default: 1 2 3)")
+    p.add_argument("--exits_root", default=None, help="where the exits live (default: <model_dir>-exits)")
+    p.add_argument("--data_path", default=str(ROOT.parent / "shared" / "data" / "FinancialPhraseBank-v1.0.zip"))
+    p.add_argument("--n", type=int, default=2000, help="sentences for the throughput rows (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", default=str(ROOT / "bench" / "results" / "early_exit"))
+    args = p.parse_args(argv)
+
+    from finsent.data import load_data, split_data
+    from finsent.inference import CascadePredictor, Predictor, early_exit_dir, margins
+    from finsent.runs import read_results
+    from finsent.serialization import write_json, write_text
+
+    run = Path(args.model_dir)
+    exits_root = Path(args.exits_root or f"{run}-exits")
+    data = read_results(run)["data"]
+    for layers in args.num_layers:
+        ensure_exit(run, exits_root / f"L{layers}", layers, data, args.data_path)
+    ensure_onnx(run)
+
+    splits = split_data(load_data(args.data_path, data["agreement"]), data["seed"])
+    held = set(splits.train.texts) | set(splits.val.texts) | set(splits.test.texts)
+    everything = load_data(args.data_path, "50").texts
+    outside = [t for t in everything if t not in held]
+    full = Predictor(run, "onnx", num_threads=args.threads)
+    full_labels = {
+        name: full.score(texts).probs.argmax(1) for name, texts in (("test", splits.test.texts), ("outside", outside))
+    }
+    gold = np.asarray(splits.test.labels)
+    texts = (everything * (args.n // len(everything) + 1))[: args.n]
+    rows = [timed("full model (onnx int8)", full, texts)]
+    rows[0].update(layers=None, test_accuracy=float((full_labels["test"] == gold).mean()))
+    for layers in args.num_layers:
+        exit_dir = early_exit_dir(run, exits_root / f"L{layers}")
+        shallow = Predictor(exit_dir, "onnx", num_threads=args.threads)
+        early = CascadePredictor(shallow, full, early_exit=True)
+        row = {"layers": layers, "threshold": early.threshold}
+        for name, part in (("test", splits.test.texts), ("outside", outside)):
+            early.deferred = early.scored = 0
+            probs = early.score(part).probs
+            shallow_margin = margins(shallow.score(part).probs)
+            row[f"agreement_{name}"] = float((probs.argmax(1) == full_labels[name]).mean())
+            row[f"exit_share_{name}"] = float((shallow_margin >= early.threshold).mean())
+            row[f"n_{name}"] = len(part)
+            if name == "test":
+                row["test_accuracy"] = float((probs.argmax(1) == gold).mean())
+        early.deferred = early.scored = 0
+        row.update(timed(f"early exit after {layers} layers (onnx int8)", early, texts))
+        row["exit_share_throughput"] = 1 - early.deferred / early.scored
+        rows.append(row)
+
+    result = {
+        "command": "python bench/early_exit.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "model_dir": str(run),
+        "test_split": {"agreement": data["agreement"], "seed": data["seed"], "n": len(splits.test)},
+        "rows": rows,
+        "goal": GOAL,
+    }
+    md = [
+        f"Command: `{result['command']}`  ",
+        f"Full model {run} ({data['agreement']}Agree seed {data['seed']}); test split {len(splits.test)} sentences "
+        f"(held out), {len(outside)} PhraseBank sentences outside the run's splits (the exits learned the full "
+        f"model's logits on them: in-sample); throughput {args.n} PhraseBank sentences, {args.threads} threads, "
+        "ONNX int8 for every model. Exit thresholds chosen on validation by `finsent distill`.",
+        "",
+        "| model | exit threshold | answered by the exit (test / outside / throughput set) | agreement with the full "
+        "model (test / outside) | test accuracy | sentences/s | load before / after |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in rows:
+        if row["layers"] is None:
+            md.append(
+                f"| {row['name']} | | | | {row['test_accuracy']:.4f} | {row['sentences_per_s']:.0f} | "
+                f"{row['loadavg_before'][0]:.2f} / {row['loadavg_after'][0]:.2f} |"
+            )
+            continue
+        md.append(
+            f"| {row['name']} | {row['threshold']:.3f} | {row['exit_share_test']:.1%} / {row['exit_share_outside']:.1%}"
+            f" / {row['exit_share_throughput']:.1%} | {row['agreement_test']:.2%} / {row['agreement_outside']:.2%} | "
+            f"{row['test_accuracy']:.4f} | {row['sentences_per_s']:.0f} | "
+            f"{row['loadavg_before'][0]:.2f} / {row['loadavg_after'][0]:.2f} |"
+        )
+    best = max(rows[1:], key=lambda r: r["sentences_per_s"])
+    ok = best["sentences_per_s"] >= GOAL["sentences_per_s"] and best["agreement_test"] >= GOAL["agreement"]
+    md += [
+        "",
+        f"- fastest early exit: {best['layers']} layers, {best['sentences_per_s']:.0f} sentences/s "
+        f"({best['sentences_per_s'] / rows[0]['sentences_per_s']:.2f}x the full model), agreement "
+        f"{best['agreement_test']:.2%} on test",
+        f"- goal >= {GOAL['sentences_per_s']} sentences/s at >= {GOAL['agreement']:.1%} agreement: "
+        f"{'reached' if ok else 'NOT reached'}",
+    ]
+    write_json(Path(args.out + ".json"), result)
+    write_text(Path(args.out + ".md"), "\n".join(md) + "\n")
+    print("\n".join(md))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
