@@ -4,13 +4,15 @@
     python bench/early_exit.py --model_dir RUN [--num_layers 1 2 3] [--exits_root DIR] [--n 2000]
 
 For each N in --num_layers an exit is a student of the run with its first N encoder layers, distilled from the run
-itself (`finsent distill --teacher RUN --num_layers N --use_lora`, the run's own split and seed), kept in
-<exits_root>/L<N> and trained only where it is missing; each is exported to ONNX int8. The early exit answers where
-its calibrated margin clears the threshold `finsent distill` chose on validation (>= 99.5 % agreement with the full
-model there) and defers the rest to the full model (`finsent predict --early_exit`).
+itself (`finsent distill --teacher RUN --num_layers N`, the run's own split and seed, every weight trained:
+RECIPE), kept in <exits_root>/L<N> and trained only where it is missing; each is exported to ONNX int8. Of the
+unlabeled PhraseBank sentences outside the run's splits, --eval_sentences are kept away from the exits altogether,
+--threshold_sentences are held out of their training to choose the exit threshold on (with validation: >= 99.5 %
+agreement with the full model), and the rest are trained on. The early exit answers where its calibrated margin
+clears that threshold and defers the rest to the full model (`finsent predict --early_exit`).
 
-Agreement with the full model's labels is reported on the run's test split (held out from every model) and on the
-PhraseBank sentences outside the run's splits (the exits learned the full model's logits on these: in-sample).
+Agreement with the full model's labels is measured on sentences no exit trained or chose its threshold on: the
+run's test split plus the --eval_sentences.
 Throughput: --n PhraseBank sentences through the full model and each early exit, ONNX int8, --threads threads, one
 after the other in this process, the load average printed beside each row. Writes bench/results/early_exit.md/.json.
 Goal (issue 13): >= 1,500 sentences/s at >= 99.5 % agreement with the full model.
@@ -30,13 +32,15 @@ sys.path.insert(0, str(ROOT / "bench"))
 from cascade import timed  # noqa: E402
 
 GOAL = {"sentences_per_s": 1500, "agreement": 0.995}
+# shallow exits learn well with every weight trained (LoRA at lr 1e-3 on 1-3 layers never learned 'negative')
+RECIPE = ["--num_epochs", "6", "--learning_rate", "2e-4"]
 
 
 def finsent(*argv: str) -> None:
     subprocess.run([sys.executable, "-m", "finsent", *argv], check=True)
 
 
-def ensure_exit(run: Path, exit_dir: Path, layers: int, data: dict, data_path: str) -> None:
+def ensure_exit(run: Path, exit_dir: Path, layers: int, data: dict, data_path: str, unlabeled: list[str]) -> None:
     """Distill the exit from the run (its split and seed) if it is not there yet, and export it to ONNX."""
     if not (exit_dir / "results.json").is_file():
         finsent(
@@ -45,7 +49,8 @@ def ensure_exit(run: Path, exit_dir: Path, layers: int, data: dict, data_path: s
             str(run),
             "--num_layers",
             str(layers),
-            "--use_lora",
+            *RECIPE,
+            *unlabeled,
             "--data_path",
             data_path,
             "--agreement",
@@ -72,6 +77,8 @@ def main(argv=None) -> int:
     p.add_argument("--model_dir", required=True, help="the full run (a `finsent train` or `finsent distill` folder)")
     p.add_argument("--num_layers", type=int, nargs="+", default=[1, 2, 3], help="exit depths (default: 1 2 3)")
     p.add_argument("--exits_root", default=None, help="where the exits live (default: <model_dir>-exits)")
+    p.add_argument("--eval_sentences", type=int, default=600, help="unlabeled sentences kept for measuring")
+    p.add_argument("--threshold_sentences", type=int, default=800, help="unlabeled sentences to choose thresholds on")
     p.add_argument("--data_path", default=str(ROOT.parent / "shared" / "data" / "FinancialPhraseBank-v1.0.zip"))
     p.add_argument("--n", type=int, default=2000, help="sentences for the throughput rows (default: %(default)s)")
     p.add_argument("--threads", type=int, default=2)
@@ -79,6 +86,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     from finsent.data import load_data, split_data
+    from finsent.distill import DistillConfig, unlabeled_sentences
     from finsent.inference import CascadePredictor, Predictor, early_exit_dir, margins
     from finsent.runs import read_results
     from finsent.serialization import write_json, write_text
@@ -86,18 +94,25 @@ def main(argv=None) -> int:
     run = Path(args.model_dir)
     exits_root = Path(args.exits_root or f"{run}-exits")
     data = read_results(run)["data"]
-    for layers in args.num_layers:
-        ensure_exit(run, exits_root / f"L{layers}", layers, data, args.data_path)
-    ensure_onnx(run)
-
     splits = split_data(load_data(args.data_path, data["agreement"]), data["seed"])
     held = set(splits.train.texts) | set(splits.val.texts) | set(splits.test.texts)
     everything = load_data(args.data_path, "50").texts
     outside = [t for t in everything if t not in held]
+    unlabeled = ["--max_unlabeled", str(len(outside) - args.eval_sentences)]
+    unlabeled += ["--threshold_sentences", str(args.threshold_sentences)]
+    # the same draw `finsent distill` makes: what is left is no exit's
+    dcfg = DistillConfig(
+        teacher=str(run), max_unlabeled=len(outside) - args.eval_sentences, threshold_sentences=args.threshold_sentences
+    )
+    used, counts = unlabeled_sentences(splits, dcfg, args.data_path, data["seed"])
+    seen = set(used) | set(counts["threshold"])
+    unseen = [t for t in outside if t not in seen]
+    for layers in args.num_layers:
+        ensure_exit(run, exits_root / f"L{layers}", layers, data, args.data_path, unlabeled)
+    ensure_onnx(run)
     full = Predictor(run, "onnx", num_threads=args.threads)
-    full_labels = {
-        name: full.score(texts).probs.argmax(1) for name, texts in (("test", splits.test.texts), ("outside", outside))
-    }
+    parts = {"test": splits.test.texts, "unseen": unseen}
+    full_labels = {name: full.score(texts).probs.argmax(1) for name, texts in parts.items()}
     gold = np.asarray(splits.test.labels)
     texts = (everything * (args.n // len(everything) + 1))[: args.n]
     rows = [timed("full model (onnx int8)", full, texts)]
@@ -107,7 +122,7 @@ def main(argv=None) -> int:
         shallow = Predictor(exit_dir, "onnx", num_threads=args.threads)
         early = CascadePredictor(shallow, full, early_exit=True)
         row = {"layers": layers, "threshold": early.threshold}
-        for name, part in (("test", splits.test.texts), ("outside", outside)):
+        for name, part in parts.items():
             early.deferred = early.scored = 0
             probs = early.score(part).probs
             shallow_margin = margins(shallow.score(part).probs)
@@ -116,6 +131,8 @@ def main(argv=None) -> int:
             row[f"n_{name}"] = len(part)
             if name == "test":
                 row["test_accuracy"] = float((probs.argmax(1) == gold).mean())
+        n = len(splits.test) + len(unseen)
+        row["agreement"] = (row["agreement_test"] * len(splits.test) + row["agreement_unseen"] * len(unseen)) / n
         early.deferred = early.scored = 0
         row.update(timed(f"early exit after {layers} layers (onnx int8)", early, texts))
         row["exit_share_throughput"] = 1 - early.deferred / early.scored
@@ -130,13 +147,14 @@ def main(argv=None) -> int:
     }
     md = [
         f"Command: `{result['command']}`  ",
-        f"Full model {run} ({data['agreement']}Agree seed {data['seed']}); test split {len(splits.test)} sentences "
-        f"(held out), {len(outside)} PhraseBank sentences outside the run's splits (the exits learned the full "
-        f"model's logits on them: in-sample); throughput {args.n} PhraseBank sentences, {args.threads} threads, "
-        "ONNX int8 for every model. Exit thresholds chosen on validation by `finsent distill`.",
+        f"Full model {run} ({data['agreement']}Agree seed {data['seed']}). Agreement measured on its test split "
+        f"({len(splits.test)} sentences) and {len(unseen)} other PhraseBank sentences, both unseen by every exit; "
+        f"exits distilled ({' '.join(RECIPE)}) on the gold train split and {len(used)} unlabeled sentences, "
+        f"thresholds chosen by `finsent distill` on validation plus {len(counts['threshold'])} held-out ones; "
+        f"throughput {args.n} PhraseBank sentences, {args.threads} threads, ONNX int8 for every model.",
         "",
-        "| model | exit threshold | answered by the exit (test / outside / throughput set) | agreement with the full "
-        "model (test / outside) | test accuracy | sentences/s | load before / after |",
+        "| model | exit threshold | answered by the exit (test / unseen / throughput set) | agreement with the full "
+        "model (test / unseen / both) | test accuracy | sentences/s | load before / after |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in rows:
@@ -147,18 +165,19 @@ def main(argv=None) -> int:
             )
             continue
         md.append(
-            f"| {row['name']} | {row['threshold']:.3f} | {row['exit_share_test']:.1%} / {row['exit_share_outside']:.1%}"
-            f" / {row['exit_share_throughput']:.1%} | {row['agreement_test']:.2%} / {row['agreement_outside']:.2%} | "
+            f"| {row['name']} | {row['threshold']:.3f} | {row['exit_share_test']:.1%} / {row['exit_share_unseen']:.1%}"
+            f" / {row['exit_share_throughput']:.1%} | {row['agreement_test']:.2%} / {row['agreement_unseen']:.2%} / "
+            f"{row['agreement']:.2%} | "
             f"{row['test_accuracy']:.4f} | {row['sentences_per_s']:.0f} | "
             f"{row['loadavg_before'][0]:.2f} / {row['loadavg_after'][0]:.2f} |"
         )
     best = max(rows[1:], key=lambda r: r["sentences_per_s"])
-    ok = best["sentences_per_s"] >= GOAL["sentences_per_s"] and best["agreement_test"] >= GOAL["agreement"]
+    ok = best["sentences_per_s"] >= GOAL["sentences_per_s"] and best["agreement"] >= GOAL["agreement"]
     md += [
         "",
         f"- fastest early exit: {best['layers']} layers, {best['sentences_per_s']:.0f} sentences/s "
         f"({best['sentences_per_s'] / rows[0]['sentences_per_s']:.2f}x the full model), agreement "
-        f"{best['agreement_test']:.2%} on test",
+        f"{best['agreement']:.2%} on the unseen sentences",
         f"- goal >= {GOAL['sentences_per_s']} sentences/s at >= {GOAL['agreement']:.1%} agreement: "
         f"{'reached' if ok else 'NOT reached'}",
     ]

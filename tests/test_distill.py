@@ -10,7 +10,7 @@ from finsent.cli import main
 from finsent.data import LABELS, LabelledData, Splits, load_data, split_data
 from finsent.distill import DistillConfig, cascade_threshold, check_teacher_split, kd_loss, sentence_hash
 from finsent.errors import FinsentError
-from finsent.runs import read_model_info, read_results, read_teacher_logits, write_sentences
+from finsent.runs import read_model_info, read_results, read_sentences, read_teacher_logits, write_sentences
 
 TINY = ["--max_train_samples", "200", "--max_eval_samples", "60", "--num_epochs", "1", "--max_length", "64"]
 
@@ -95,9 +95,14 @@ def test_early_exit_is_a_shallow_student_of_the_full_run(teacher, phrasebank_zip
 
     exit_dir = teacher / "early_exit"  # where `predict --early_exit` looks by default
     argv = ["distill", "--teacher", str(teacher), "--num_layers", "1", "--data_path", str(phrasebank_zip)]
-    argv += ["--output_dir", str(exit_dir), "--use_lora", "--seed", "3", "--max_unlabeled", "100", *TINY]
-    assert main(argv) == 0
+    argv += ["--output_dir", str(exit_dir), "--seed", "3", "--max_unlabeled", "100", "--threshold_sentences", "30"]
+    assert main([*argv, *TINY]) == 0
     assert read_model_info(exit_dir).num_layers == 1
+    # the threshold is chosen on validation plus 30 unlabeled sentences held out of training
+    assert read_model_info(exit_dir).extra["cascade"]["threshold_sentences"] == 60 + 30
+    assert len(read_sentences(exit_dir)["threshold"]) == 30
+    counts = read_results(exit_dir)["distillation"]["unlabeled_counts"]
+    assert counts["threshold"] == 30 and counts["used"] == 70
     model, _ = load_trained(exit_dir)
     assert model.config.num_hidden_layers == 1 and len(model.bert.encoder.layer) == 1
     texts = split_data(load_data(phrasebank_zip, "all"), 3).test.texts[:24]
@@ -200,5 +205,7 @@ def test_cascade_threshold_is_the_smallest_margin_that_reaches_the_agreement():
 def test_distill_config_validates_itself():
     with pytest.raises(FinsentError, match="--alpha"):
         DistillConfig(teacher="t", alpha=1.5)
+    with pytest.raises(FinsentError, match="--threshold_sentences"):
+        DistillConfig(teacher="t", threshold_sentences=-1)
     with pytest.raises(FinsentError, match="--distill_temperature"):
         DistillConfig(teacher="t", distill_temperature=0)

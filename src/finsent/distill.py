@@ -45,6 +45,13 @@ class DistillConfig:
     max_unlabeled: int | None = field(
         default=None, metadata={"help": "use at most this many unlabeled sentences, drawn by --seed (default: all)"}
     )
+    threshold_sentences: int = field(
+        default=0,
+        metadata={
+            "help": "hold this many of the unlabeled sentences out of training, drawn by --seed, and choose the "
+            "cascade threshold on them (labelled by the teacher) together with the validation split (default: 0)"
+        },
+    )
     cascade_agreement: float = field(
         default=0.995,
         metadata={
@@ -60,6 +67,8 @@ class DistillConfig:
             raise FinsentError(f"--distill_temperature {self.distill_temperature}: must be positive")
         if self.max_unlabeled is not None and self.max_unlabeled < 0:
             raise FinsentError(f"--max_unlabeled {self.max_unlabeled}: must be 0 or more")
+        if self.threshold_sentences < 0:
+            raise FinsentError(f"--threshold_sentences {self.threshold_sentences}: must be 0 or more")
         if not 0 < self.cascade_agreement <= 1:
             raise FinsentError(f"--cascade_agreement {self.cascade_agreement}: must be in (0, 1]")
         if self.unlabeled_agreement not in (*AGREEMENT_FILES, "none"):
@@ -88,6 +97,14 @@ def unlabeled_sentences(splits: Splits, dcfg: DistillConfig, data_path: str, see
     if dcfg.max_unlabeled is not None and len(texts) > dcfg.max_unlabeled:
         keep = sorted(random.Random(seed).sample(range(len(texts)), dcfg.max_unlabeled))
         texts = [texts[i] for i in keep]
+    if dcfg.threshold_sentences:
+        if dcfg.threshold_sentences >= len(texts):
+            raise FinsentError(
+                f"--threshold_sentences {dcfg.threshold_sentences}: only {len(texts)} unlabeled sentences; hold out fewer"
+            )
+        held = set(random.Random(seed + 1).sample(range(len(texts)), dcfg.threshold_sentences))
+        counts["threshold"] = [t for i, t in enumerate(texts) if i in held]
+        texts = [t for i, t in enumerate(texts) if i not in held]
     counts["used"] = len(texts)
     return texts, counts
 
@@ -113,11 +130,13 @@ def check_teacher_split(teacher_dir: Path, splits: Splits) -> None:
         )
 
 
-def sentences_record(splits: Splits) -> dict:
-    """What a run folder keeps of its split: sentence hashes per part (for the distillation leakage guard)."""
+def sentences_record(splits: Splits, threshold: list[str] | None = None) -> dict:
+    """What a run folder keeps of its split: sentence hashes per part (for the distillation leakage guard), and of
+    the unlabeled sentences a distilled run held out to choose its cascade threshold on."""
     return {
         "hash": "sha1[:16] of the UTF-8 sentence",
         **{name: [sentence_hash(t) for t in part.texts] for name, part in vars(splits).items()},
+        **({"threshold": [sentence_hash(t) for t in threshold]} if threshold else {}),
     }
 
 

@@ -121,6 +121,8 @@ def _distill_plan(distill: DistillConfig, splits: Splits, cfg: TrainConfig, log)
     teacher_results = read_results(teacher_dir)
     kd.check_teacher_split(teacher_dir, splits)
     unlabeled, counts = kd.unlabeled_sentences(splits, distill, cfg.data_path, cfg.seed)
+    threshold_texts = counts.pop("threshold", [])
+    counts["threshold"] = len(threshold_texts)
     train = LabelledData(splits.train.texts + unlabeled, splits.train.labels + [-100] * len(unlabeled))
     log(
         f"distilling from {teacher_dir} ({teacher_results.get('model_name')}, test accuracy "
@@ -132,22 +134,37 @@ def _distill_plan(distill: DistillConfig, splits: Splits, cfg: TrainConfig, log)
     log(f"teacher logits for {len(train)} sentences in {time.perf_counter() - start:.0f}s (cached in {teacher_dir})")
     teacher = {k: teacher_results.get(k) for k in ("version", "model_name", "use_lora", "accuracy", "macro_f1")}
     record = {**dataclasses.asdict(distill), "n_labelled": len(splits.train), "unlabeled_counts": counts}
-    return {"train": train, "teacher_logits": soft, "teacher": {"run": str(teacher_dir), **teacher}, "record": record}
+    return {
+        "train": train,
+        "teacher_logits": soft,
+        "teacher": {"run": str(teacher_dir), **teacher},
+        "record": record,
+        "threshold_texts": threshold_texts,
+    }
 
 
-def _store_cascade(out: Path, distill: DistillConfig, splits: Splits, val_logits, temperature: float, log) -> None:
-    """Choose the cascade's margin threshold on validation and keep it in the student's finsent_model.json."""
+def _store_cascade(
+    out: Path, distill: DistillConfig, splits: Splits, val_logits, temperature: float, held: list[str], log
+) -> None:
+    """Choose the cascade's margin threshold on validation (and the held-out unlabeled sentences) and keep it in the
+    student's finsent_model.json."""
+    from finsent.inference import Predictor
     from finsent.metrics import softmax
 
-    teacher_pred = kd.teacher_logits(distill.teacher, splits.val.texts).argmax(1)
-    choice = kd.cascade_threshold(softmax(val_logits, temperature), teacher_pred, distill.cascade_agreement)
+    probs = softmax(val_logits, temperature)
+    if held:  # the trained student, as it will serve (its temperature included)
+        probs = np.concatenate([probs, Predictor(out).score(held).probs])
+    teacher_pred = kd.teacher_logits(distill.teacher, splits.val.texts + held).argmax(1)
+    choice = kd.cascade_threshold(probs, teacher_pred, distill.cascade_agreement)
+    choice["threshold_sentences"] = len(probs)
     info = read_model_info(out)
     write_model_info(
         out, dataclasses.replace(info, extra={**info.extra, "cascade": {"teacher": distill.teacher, **choice}})
     )
     log(
-        f"cascade: margin < {choice['margin_threshold']:.3f} defers {choice['val_deferred']:.1%} of validation "
-        f"sentences to the teacher and agrees with it on {choice['val_agreement']:.1%}"
+        f"cascade: margin < {choice['margin_threshold']:.3f} defers {choice['val_deferred']:.1%} of "
+        f"{len(probs)} validation{' and held-out' if held else ''} sentences to the teacher and agrees with it on "
+        f"{choice['val_agreement']:.1%}"
     )
 
 
@@ -296,9 +313,9 @@ def train(cfg: TrainConfig, log=print, distill: DistillConfig | None = None) -> 
         results["teacher"] = student["teacher"]
     results.update(calibrate(val_logits, splits.val.labels, test_logits, splits.test.labels))  # temperature for serving
     write_report(out, results, rows)
-    write_sentences(out, kd.sentences_record(splits))
+    write_sentences(out, kd.sentences_record(splits, student and student["threshold_texts"]))
     if student is not None:
-        _store_cascade(out, distill, splits, val_logits, results["temperature"], log)
+        _store_cascade(out, distill, splits, val_logits, results["temperature"], student["threshold_texts"], log)
     shutil.rmtree(ckpt_dir, ignore_errors=True)  # the run finished: the best model is saved above
     log(
         f"test accuracy {results['accuracy']:.4f}  macro-F1 {results['macro_f1']:.4f}  ECE {results['ece']:.4f}  "
