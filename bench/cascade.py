@@ -49,6 +49,15 @@ def timed(name: str, predictor, texts: list[str]) -> dict:
     return row
 
 
+def save(out: str, result: dict, md: list[str]) -> None:
+    """<out>.json and <out>.md, and the table on stdout."""
+    from finsent.serialization import write_json, write_text
+
+    write_json(Path(out + ".json"), result)
+    write_text(Path(out + ".md"), "\n".join(md) + "\n")
+    print("\n".join(md))
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--student", required=True, help="a `finsent distill` run folder")
@@ -62,7 +71,6 @@ def main(argv=None) -> int:
     from finsent.data import load_data, split_data
     from finsent.inference import CascadePredictor, Predictor, find_onnx
     from finsent.runs import read_results
-    from finsent.serialization import write_json, write_text
 
     try:
         find_onnx(args.student)
@@ -132,9 +140,7 @@ def main(argv=None) -> int:
         f"- goal: cascade >= {GOAL['speedup_vs_teacher']}x the teacher's throughput: {speedup:.1f}x "
         f"({'reached' if speedup >= GOAL['speedup_vs_teacher'] else 'NOT reached'})",
     ]
-    write_json(Path(args.out + ".json"), result)
-    write_text(Path(args.out + ".md"), "\n".join(md) + "\n")
-    print("\n".join(md))
+    save(args.out, result, md)
     return 0
 
 
