@@ -191,7 +191,16 @@ def test_interrupted_training_resumes(tmp_path, phrasebank_zip):
         "64",
     ]
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    proc = subprocess.Popen(args, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # a shell's background job inherits SIGINT ignored (as in `bash .ci/run &`), and Python then raises no
+    # KeyboardInterrupt: give the child the default disposition, as an interactive terminal does
+    proc = subprocess.Popen(
+        args,
+        cwd=root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.time() + 240
     while not list((out / "checkpoints").glob("checkpoint-*/trainer_state.json")) and time.time() < deadline:
         assert proc.poll() is None, proc.stderr.read()
