@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = os.environ.get("FINSENT_CHROMIUM", "/usr/bin/chromium")
 DATA_ZIP = Path(os.environ.get("FINSENT_DATA", ROOT.parent / "shared" / "data" / "FinancialPhraseBank-v1.0.zip"))
 
 
@@ -26,6 +29,19 @@ def phrasebank_zip() -> Path:
     if not DATA_ZIP.is_file():
         pytest.fail(f"Financial PhraseBank not found at {DATA_ZIP}; put the zip in ../shared/data/ or set FINSENT_DATA")
     return DATA_ZIP
+
+
+def finsent_subprocess(*argv: str) -> subprocess.CompletedProcess:
+    """`python -m finsent ARGV` in a fresh process from the checkout (no stdin, warnings off), for exit codes and stderr."""
+    return subprocess.run(
+        [sys.executable, "-m", "finsent", *argv],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
 
 
 def train_short(output_dir: Path, data_path: Path, *extra: str) -> dict:
@@ -82,3 +98,18 @@ def onnx_run(lora_run, tmp_path_factory) -> Path:
     shutil.copytree(lora_run, run)
     assert main(["export-onnx", "--model_dir", str(run)]) == 0
     return run
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).is_file():
+        pytest.fail(f"{CHROMIUM} not found: apt-get install chromium (or set FINSENT_CHROMIUM)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        yield b
+        b.close()

@@ -1,7 +1,6 @@
 """End to end: two short real training runs (LoRA v1, full v2) -> MLflow + calibration -> dashboard -> headless Chromium."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +14,6 @@ from finsent.runs import load_run, read_log
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = os.environ.get("FINSENT_CHROMIUM", "/usr/bin/chromium")
 TAB_IDS = ("overview", "errors", "calibration", "data-quality", "comparison")
 PER_RUN_CHARTS = (
     "overview-confidence",
@@ -90,21 +88,6 @@ def dashboard(lora_run, full_run, tmp_path_factory):
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.strip() == ""
     return out
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).is_file():
-        pytest.fail(f"{CHROMIUM} not found: apt-get install chromium (or set FINSENT_CHROMIUM)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        yield b
-        b.close()
 
 
 def test_dashboard_in_chromium(dashboard, browser, lora_run, full_run, tmp_path):

@@ -1,15 +1,12 @@
 """The `finsent analyze` HTML report in real headless Chromium: highlights, hover, aggregates, offline."""
 
 import json
-import os
-from pathlib import Path
 
 import pytest
 
 from documentfactory import PRESS_RELEASE, held_out_sentences, sectioned_markdown
 from finsent.cli import main
 
-CHROMIUM = os.environ.get("FINSENT_CHROMIUM", "/usr/bin/chromium")
 QUESTION = "What does the company expect for next year?"
 
 
@@ -24,21 +21,6 @@ def reports(lora_run, phrasebank_zip, tmp_path_factory):
         argv = ["analyze", *inputs, "--model_dir", str(lora_run), "--ask", QUESTION, "--output", str(folder / name)]
         assert main(argv) == 0
     return json.loads((folder / "report.json").read_text()), folder / "report.html"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).is_file():
-        pytest.fail(f"{CHROMIUM} not found: apt-get install chromium (or set FINSENT_CHROMIUM)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        yield b
-        b.close()
 
 
 @pytest.mark.slow

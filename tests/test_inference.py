@@ -2,15 +2,12 @@
 
 import csv
 import json
-import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import finsent_subprocess
 from finsent import inference
 from finsent.data import load_data, split_data
 from finsent.errors import FinsentError
@@ -75,15 +72,7 @@ def test_device_cuda_without_a_gpu_is_one_line_and_exit_2(lora_run, phrasebank_z
         ["evaluate", "--model_dir", str(lora_run), "--device", "cuda", "--data_path", str(phrasebank_zip)],
     ]
     for argv in cases:
-        proc = subprocess.run(
-            [sys.executable, "-m", "finsent", *argv],
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-            timeout=300,
-            stdin=subprocess.DEVNULL,
-            env={**os.environ, "PYTHONWARNINGS": "ignore"},
-        )
+        proc = finsent_subprocess(*argv)
         assert proc.returncode == 2, (argv, proc.stderr)
         assert proc.stderr.strip().splitlines() == [
             "finsent: error: --device cuda: PyTorch sees no CUDA GPU here (torch.cuda.is_available() is False); "

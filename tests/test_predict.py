@@ -4,7 +4,6 @@ import csv
 import inspect
 import io
 import json
-import os
 import subprocess
 import sys
 import tracemalloc
@@ -13,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import finsent_subprocess
 from finsent import cli, predict
 from finsent.cli import main
 from finsent.inference import Predictor, Scores
@@ -246,15 +246,7 @@ def test_bad_model_and_arguments_exit_2(tmp_path, lora_run):
         (["--model_dir", str(lora_run), "--input", "x.csv", "Profit rose"], "not both"),
     ]
     for argv, message in cases:
-        proc = subprocess.run(
-            [sys.executable, "-m", "finsent", "predict", *argv],
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-            timeout=300,
-            stdin=subprocess.DEVNULL,
-            env={**os.environ, "PYTHONWARNINGS": "ignore"},
-        )
+        proc = finsent_subprocess("predict", *argv)
         assert proc.returncode == 2, (argv, proc.stderr)
         last = proc.stderr.strip().splitlines()[-1]
         assert last.startswith("finsent: error: ") and message in last, proc.stderr
