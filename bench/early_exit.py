@@ -103,8 +103,8 @@ def main(argv=None) -> int:
     dcfg = DistillConfig(
         teacher=str(run), max_unlabeled=len(outside) - args.eval_sentences, threshold_sentences=args.threshold_sentences
     )
-    used, counts = unlabeled_sentences(splits, dcfg, args.data_path, data["seed"])
-    seen = set(used) | set(counts["threshold"])
+    used, threshold, _ = unlabeled_sentences(splits, dcfg, args.data_path, data["seed"])
+    seen = set(used) | set(threshold)
     unseen = [t for t in outside if t not in seen]
     for layers in args.num_layers:
         ensure_exit(run, exits_root / f"L{layers}", layers, data, args.data_path, unlabeled)
@@ -149,7 +149,7 @@ def main(argv=None) -> int:
         f"Full model {run} ({data['agreement']}Agree seed {data['seed']}). Agreement measured on its test split "
         f"({len(splits.test)} sentences) and {len(unseen)} other PhraseBank sentences, both unseen by every exit; "
         f"exits distilled ({' '.join(RECIPE)}) on the gold train split and {len(used)} unlabeled sentences, "
-        f"thresholds chosen by `finsent distill` on validation plus {len(counts['threshold'])} held-out ones; "
+        f"thresholds chosen by `finsent distill` on validation plus {len(threshold)} held-out ones; "
         f"throughput {args.n} PhraseBank sentences, {args.threads} threads, ONNX int8 for every model.",
         "",
         "| model | exit threshold | answered by the exit (test / unseen / throughput set) | agreement with the full "

@@ -75,8 +75,11 @@ class DistillConfig:
             raise FinsentError(f"--unlabeled_agreement {self.unlabeled_agreement!r}: expected 50, 66, 75, all or none")
 
 
-def unlabeled_sentences(splits: Splits, dcfg: DistillConfig, data_path: str, seed: int) -> tuple[list[str], dict]:
-    """Sentences to learn the teacher's labels on: PhraseBank and/or a user's file, minus every student sentence."""
+def unlabeled_sentences(
+    splits: Splits, dcfg: DistillConfig, data_path: str, seed: int
+) -> tuple[list[str], list[str], dict]:
+    """Sentences to learn the teacher's labels on (PhraseBank and/or a user's file, minus every student sentence),
+    the ones held out of training to choose the cascade threshold on (--threshold_sentences), and their counts."""
     held = set(splits.train.texts) | set(splits.val.texts) | set(splits.test.texts)
     texts: list[str] = []
     counts: dict = {}
@@ -97,16 +100,18 @@ def unlabeled_sentences(splits: Splits, dcfg: DistillConfig, data_path: str, see
     if dcfg.max_unlabeled is not None and len(texts) > dcfg.max_unlabeled:
         keep = sorted(random.Random(seed).sample(range(len(texts)), dcfg.max_unlabeled))
         texts = [texts[i] for i in keep]
+    threshold: list[str] = []
     if dcfg.threshold_sentences:
         if dcfg.threshold_sentences >= len(texts):
             raise FinsentError(
                 f"--threshold_sentences {dcfg.threshold_sentences}: only {len(texts)} unlabeled sentences; hold out fewer"
             )
-        held = set(random.Random(seed + 1).sample(range(len(texts)), dcfg.threshold_sentences))
-        counts["threshold"] = [t for i, t in enumerate(texts) if i in held]
-        texts = [t for i, t in enumerate(texts) if i not in held]
+        out = set(random.Random(seed + 1).sample(range(len(texts)), dcfg.threshold_sentences))
+        threshold = [t for i, t in enumerate(texts) if i in out]
+        texts = [t for i, t in enumerate(texts) if i not in out]
+    counts["threshold"] = len(threshold)
     counts["used"] = len(texts)
-    return texts, counts
+    return texts, threshold, counts
 
 
 def check_teacher_split(teacher_dir: Path, splits: Splits) -> None:

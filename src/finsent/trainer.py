@@ -120,9 +120,7 @@ def _distill_plan(distill: DistillConfig, splits: Splits, cfg: TrainConfig, log)
     teacher_dir = Path(distill.teacher)
     teacher_results = read_results(teacher_dir)
     kd.check_teacher_split(teacher_dir, splits)
-    unlabeled, counts = kd.unlabeled_sentences(splits, distill, cfg.data_path, cfg.seed)
-    threshold_texts = counts.pop("threshold", [])
-    counts["threshold"] = len(threshold_texts)
+    unlabeled, threshold_texts, counts = kd.unlabeled_sentences(splits, distill, cfg.data_path, cfg.seed)
     train = LabelledData(splits.train.texts + unlabeled, splits.train.labels + [-100] * len(unlabeled))
     log(
         f"distilling from {teacher_dir} ({teacher_results.get('model_name')}, test accuracy "
