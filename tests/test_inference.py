@@ -133,7 +133,9 @@ def test_export_writes_fused_fp32_and_int8_with_metadata(onnx_run):
     info = json.loads((out / "export.json").read_text())
     assert info["files"] == ["model.onnx", "model.int8.onnx"]
     assert info["fp32_max_abs_logit_diff"] < 1e-3
-    assert info["quantization"]["method"] == f"onnxruntime.quantization.quantize_{info['quantization']['mode']}"
+    q = info["quantization"]
+    assert q["method"] == "nncf.quantize" and q["format"] == "QDQ"
+    assert q["calibration_sentences"] == 256  # from the run's own training split
     assert (out / "model.int8.onnx").stat().st_size < 0.8 * (out / "model.onnx").stat().st_size
     for name in ("tokenizer.json", "finsent_model.json", "label_map.json", "results.json"):
         assert (out / name).is_file(), name
@@ -143,33 +145,87 @@ def test_export_writes_fused_fp32_and_int8_with_metadata(onnx_run):
         return collections.Counter(n.op_type for n in onnx.load(str(out / name), load_external_data=False).graph.node)
 
     fp32, int8 = ops("model.onnx"), ops("model.int8.onnx")
-    int8_nodes = onnx.load(str(out / "model.int8.onnx"), load_external_data=False).graph.node
-    # the transformer optimizer fused every layer: one attention op, two skip-LayerNorms and one GELU per layer
+    int8_graph = onnx.load(str(out / "model.int8.onnx"), load_external_data=False).graph.node
+    # the transformer optimizer fused every fp32 layer: one attention op, two skip-LayerNorms and one GELU per layer
     assert fp32["Attention"] == layers and fp32["SkipLayerNormalization"] == 2 * layers
     assert fp32["BiasGelu"] + fp32["FastGelu"] == layers and fp32["EmbedLayerNormalization"] == 1
-    assert int8["MultiHeadAttention"] == layers and int8["SkipLayerNormalization"] == 2 * layers
     assert info["fused_nodes"] == {k: v for k, v in fp32.items() if k in info["fused_nodes"]}
-    integer = int8["MatMulInteger"] + int8["DynamicQuantizeMatMul"] + int8["QLinearMatMul"] + int8["QuantizeLinear"]
-    assert integer, "the int8 model has no integer matmuls"
-    outlier_products = [n for n in int8_nodes if n.op_type == "MatMul" and n.name.endswith("_outliers")]
-    assert len(outlier_products) == info["quantization"]["fp32_nodes"] == 6 * layers  # Q, K, V, output, FFN in/out
+    # int8 is a QDQ graph: the six linear layers of every encoder layer (and the attention products) take int8
+    # inputs, while the small products over the outlier channels stay fp32
+    assert int8["QuantizeLinear"] and int8["DequantizeLinear"] and q["int8_nodes"] >= 6 * layers
+    dequantized = {n.output[0] for n in int8_graph if n.op_type == "DequantizeLinear"}
+    outlier_products = [n for n in int8_graph if n.op_type == "MatMul" and n.name.endswith("_outliers")]
+    assert len(outlier_products) == q["fp32_nodes"] == 6 * layers  # Q, K, V, output, FFN in/out
+    assert not any(i in dequantized for n in outlier_products for i in n.input)
 
 
-def test_onnx_fp32_matches_pytorch(onnx_run, torch_predictor, test_texts):
-    fp32 = Predictor(onnx_run, "onnx", onnx_file="model.onnx")
+def test_int8_is_calibrated_on_the_runs_training_split(lora_run, tmp_path):
+    from finsent.distill import sentence_hash
+    from finsent.exporters.onnx import calibration_texts
+    from finsent.runs import read_sentences
+
+    texts = calibration_texts(lora_run, None, 100)
+    train = set(read_sentences(lora_run)["train"])
+    assert len(texts) == len(set(texts)) == 100 and all(sentence_hash(t) in train for t in texts)
+    assert calibration_texts(lora_run, None, 100) == texts  # a fixed choice: the same export twice is the same
+    moved = tmp_path / "moved"
+    shutil.copytree(lora_run, moved)
+    results = json.loads((moved / "results.json").read_text())
+    results["data"]["path"] = str(tmp_path / "gone.zip")
+    (moved / "results.json").write_text(json.dumps(results))
+    with pytest.raises(FinsentError, match="is not there to calibrate int8 on; pass --data_path"):
+        calibration_texts(moved, None, 100)
+
+
+@pytest.mark.parametrize("runtime", ["openvino", "onnxruntime"])
+def test_onnx_fp32_matches_pytorch(onnx_run, torch_predictor, test_texts, runtime):
+    fp32 = Predictor(onnx_run, "onnx", onnx_file="model.onnx", onnx_runtime=runtime)
+    assert fp32.metadata()["onnx"]["runtime"] == runtime
     ref, ref_trunc = torch_predictor.logits(test_texts)
     got, trunc = fp32.logits(test_texts)
     assert np.abs(got - ref).max() < 1e-3
     assert (trunc == ref_trunc).all()
 
 
-def test_int8_agrees_with_fp32_pytorch_on_the_test_split(onnx_run, torch_predictor, test_texts):
+@pytest.mark.parametrize("runtime", ["openvino", "onnxruntime"])
+def test_int8_agrees_with_fp32_pytorch_on_the_test_split(onnx_run, torch_predictor, test_texts, runtime):
     assert len(test_texts) == 226
-    int8 = Predictor(onnx_run, "onnx")
+    int8 = Predictor(onnx_run, "onnx", onnx_runtime=runtime)
     ref = torch_predictor.score(test_texts).probs.argmax(1)
     got = int8.score(test_texts).probs.argmax(1)
     agreement = float((got == ref).mean())
-    assert agreement >= 0.995, f"int8 agrees with fp32 PyTorch on {agreement:.2%} of the test split"
+    assert agreement >= 0.995, f"int8 on {runtime} agrees with fp32 PyTorch on {agreement:.2%} of the test split"
+
+
+def test_predict_cli_on_either_onnx_runtime(onnx_run, test_texts):
+    expected = [r["label"] for r in Predictor(onnx_run, "onnx").predict(test_texts[:5])]
+    for runtime in ("openvino", "onnxruntime"):
+        argv = ["--model_dir", str(onnx_run), "--backend", "onnx", "--onnx_runtime", runtime, *test_texts[:5]]
+        proc = finsent_subprocess("predict", *argv)
+        assert proc.returncode == 0, proc.stderr
+        assert [json.loads(line)["label"] for line in proc.stdout.splitlines()] == expected
+
+
+def test_export_when_the_training_data_moved(onnx_run, tmp_path, phrasebank_zip):
+    run = tmp_path / "moved"
+    shutil.copytree(onnx_run, run, ignore=shutil.ignore_patterns("onnx"))
+    results = json.loads((run / "results.json").read_text())
+    results["data"]["path"] = str(tmp_path / "gone.zip")
+    (run / "results.json").write_text(json.dumps(results))
+    proc = finsent_subprocess("export-onnx", "--model_dir", str(run))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("finsent: error: ") and "pass --data_path or --no_quantize" in last, proc.stderr
+    assert not (run / "onnx").exists()  # nothing half-written
+    proc = finsent_subprocess("export-onnx", "--model_dir", str(run), "--data_path", str(phrasebank_zip))
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads((run / "onnx" / "export.json").read_text())
+    assert info["quantization"]["calibration_sentences"] == 256
+
+
+def test_unknown_onnx_runtime_is_refused(onnx_run):
+    with pytest.raises(FinsentError, match="--onnx_runtime 'tvm': expected one of openvino, onnxruntime"):
+        Predictor(onnx_run, "onnx", onnx_runtime="tvm")
 
 
 def test_exported_folder_serves_on_its_own(onnx_run, test_texts):

@@ -1,11 +1,13 @@
-"""The ONNX graph rewrites of the exporter on small real graphs: the outlier-channel split is exact in fp32."""
+"""The ONNX graph rewrites of the exporter on small real graphs: the outlier-channel split is exact in fp32 and helps int8."""
+
+import os
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from finsent.exporters.onnx import channel_absmax, quantize_int8, split_outlier_channels
+from finsent.exporters.onnx import channel_absmax, int8_nodes, quantize_int8, split_outlier_channels
 
 
 def two_linears_on_one_input(path, rng) -> None:
@@ -45,11 +47,30 @@ def test_outlier_split_is_exact_in_fp32_and_leaves_the_outliers_out_of_int8(tmp_
     assert sum(n.op_type == "Gather" for n in nodes) == 1 and sum(n.op_type == "Mul" for n in nodes) == 1  # shared
     assert np.abs(run(split, x) - run(src, x)).max() < 1e-4
 
-    settings = {"mode": "dynamic", "weight_type": "QInt8", "per_channel": True, "reduce_range": False}
-    quantize_int8(split, int8, {**settings, "op_types": ["MatMul"]}, excluded)
-    ops = [n.op_type for n in onnx.load(str(int8)).graph.node]
-    assert ops.count("MatMul") == 2 and ("MatMulInteger" in ops or "DynamicQuantizeMatMul" in ops)
+    scale = np.where(np.isin(np.arange(16), [3, 11]), 15, 1).astype(np.float32)
+    batches = [{"x": rng.standard_normal((3, 5, 16), dtype=np.float32) * scale} for _ in range(4)]
+    quantize_int8(split, int8, batches, excluded)
+    nodes = onnx.load(str(int8)).graph.node
+    assert int8_nodes(int8) == 2  # q_proj_main and k_proj_main take int8 inputs; the outlier products stay fp32
+    dequantized = {n.output[0] for n in nodes if n.op_type == "DequantizeLinear"}
+    assert not any(i in dequantized for n in nodes if n.name.endswith("_outliers") for i in n.input)
     plain = tmp_path / "plain_int8.onnx"
-    quantize_int8(src, plain, {**settings, "op_types": ["MatMul"]})
+    quantize_int8(src, plain, batches)
+    assert int8_nodes(plain) == 2
     ref = run(src, x)
     assert np.abs(run(int8, x) - ref).mean() < np.abs(run(plain, x) - ref).mean()  # the split helps int8
+
+
+def test_nncf_telemetry_is_off():
+    """nncf would report each quantize call to Google Analytics; finsent turns that off before importing it."""
+    import subprocess
+    import sys
+
+    code = (
+        "from finsent.exporters.onnx import import_nncf; import_nncf(); "
+        "from nncf.telemetry.wrapper import telemetry, NNCFTelemetryStub; "
+        "assert isinstance(telemetry, NNCFTelemetryStub), type(telemetry)"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("NNCF_CI", "NNCF_DEV")}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr

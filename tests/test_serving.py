@@ -240,6 +240,7 @@ def test_onnx_backend_server(onnx_run, tmp_path, logged):
     try:
         meta = httpx.get(url + "/metadata", timeout=30).json()
         assert meta["backend"] == "onnx" and meta["onnx"]["file"] == "model.int8.onnx"
+        assert meta["onnx"]["runtime"] == "openvino" and meta["onnx"]["method"] == "nncf.quantize"
         r = httpx.post(url + "/predict", json={"texts": [row["text"] for row in logged[:5]] + [LONG]}, timeout=60)
         assert r.status_code == 200
         preds = r.json()["predictions"]
