@@ -30,6 +30,7 @@ N_CALIBRATION = 256
 MODEL_FILE = "model.onnx"
 DYNAMIC = {"mode": "dynamic", "per_channel": True, "reduce_range": False, "op_types": ["MatMul"]}
 STATIC = {**DYNAMIC, "mode": "static", "activation_type": "QUInt8", "calibrate_method": "MinMax"}
+NNCF = {"mode": "nncf", "model_type": "transformer", "preset": "mixed"}  # finsent.exporters.onnx.quantize_int8
 # What each candidate is, as data: engine, exporter, fusion (None, "Attention", "MultiHeadAttention"), quantization.
 CANDIDATES: dict[str, dict] = {
     "ort_dynamo_fp32": {"engine": "onnxruntime", "exporter": "dynamo", "fusion": None, "quantization": None},
@@ -95,6 +96,26 @@ CANDIDATES: dict[str, dict] = {
         "fusion": None,
         "quantization": {**STATIC, "weight_type": "QInt8", "activation_type": "QInt8", "fp32_outlier_channels": 8},
     },
+    # NNCF post-training quantization into a QDQ graph (what `finsent export-onnx` writes, with the split of 8)
+    "openvino_nncf_s8": {"engine": "openvino", "exporter": "torchscript", "fusion": None, "quantization": NNCF},
+    "openvino_nncf_s8_split8": {
+        "engine": "openvino",
+        "exporter": "torchscript",
+        "fusion": None,
+        "quantization": {**NNCF, "fp32_outlier_channels": 8},
+    },
+    "openvino_nncf_s8_split32": {
+        "engine": "openvino",
+        "exporter": "torchscript",
+        "fusion": None,
+        "quantization": {**NNCF, "fp32_outlier_channels": 32},
+    },
+    "ort_nncf_s8_split8": {
+        "engine": "onnxruntime",
+        "exporter": "torchscript",
+        "fusion": None,
+        "quantization": {**NNCF, "fp32_outlier_channels": 8},
+    },
     "ctranslate2_fp32": {"engine": "ctranslate2", "compute_type": "float32"},
     "ctranslate2_int8": {"engine": "ctranslate2", "compute_type": "int8"},
 }
@@ -159,6 +180,47 @@ class CTranslate2Engine:
         return np.asarray(out.pooler_output) @ self.weight.T + self.bias
 
 
+class _Batches:
+    """onnxruntime's CalibrationDataReader over a list of feed dicts."""
+
+    def __init__(self, feeds: list[dict[str, np.ndarray]]):
+        self._it = iter(feeds)
+
+    def get_next(self):
+        return next(self._it, None)
+
+
+def ort_quantize(src: Path, dst: Path, settings: dict, excluded: list[str], feeds: list[dict[str, np.ndarray]]) -> None:
+    """onnxruntime int8 quantization (dynamic, or static QDQ with the calibration batches) leaving `excluded` fp32."""
+    import logging
+
+    from onnx import TensorProto
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
+
+    logging.getLogger().setLevel(logging.ERROR)  # the quantizer warns about pre-processing through the root logger
+    common = {
+        "weight_type": getattr(QuantType, settings["weight_type"]),
+        "per_channel": settings["per_channel"],
+        "reduce_range": settings["reduce_range"],
+        "op_types_to_quantize": list(settings["op_types"]),
+        "nodes_to_exclude": list(excluded),
+        # shape inference stops at the contrib ops (Attention, SkipLayerNormalization): their outputs are fp32
+        "extra_options": {"DefaultTensorType": TensorProto.FLOAT},
+    }
+    if settings["mode"] == "static":
+        quantize_static(
+            src,
+            dst,
+            _Batches(list(feeds)),
+            quant_format=QuantFormat.QDQ,
+            activation_type=getattr(QuantType, settings.get("activation_type", "QUInt8")),
+            calibrate_method=getattr(CalibrationMethod, settings.get("calibrate_method", "MinMax")),
+            **common,
+        )
+    else:
+        quantize_dynamic(src, dst, **common)
+
+
 def build(name: str, spec: dict, model_dir: Path, work: Path, calibration: list[str]) -> dict:
     """Write one candidate into work/name/ (model file + tokenizer); returns what was built and its fused nodes."""
     from finsent.exporters import onnx as exporter
@@ -205,7 +267,10 @@ def build(name: str, spec: dict, model_dir: Path, work: Path, calibration: list[
             split = out / "split.onnx"
             excluded = exporter.split_outlier_channels(source, split, exporter.channel_absmax(source, feeds), k)
             source = split
-        exporter.quantize_int8(source, out / "int8.onnx", q, excluded, feeds)
+        if q["mode"] == "nncf":
+            exporter.quantize_int8(source, out / "int8.onnx", feeds, excluded, {**exporter.QUANTIZATION, **q})
+        else:
+            ort_quantize(source, out / "int8.onnx", q, excluded, feeds)
         source = out / "int8.onnx"
         built["fp32_nodes"] = len(excluded)
     source.replace(out / MODEL_FILE)
@@ -227,13 +292,15 @@ def candidate_path(name: str, work: Path) -> Path:
 
 def engine(spec: dict, path: Path, threads: int):
     """The backend object a Predictor runs for a built candidate."""
-    if spec["engine"] == "openvino":
-        return OpenVinoEngine(path, threads)
-    if spec["engine"] == "ctranslate2":
-        return CTranslate2Engine(path, threads, spec["compute_type"])
     from finsent.inference import OnnxBackend
 
-    return OnnxBackend(path, threads)
+    if spec["engine"] == "openvino" and (spec.get("quantization") or {}).get("mode") == "nncf":
+        return OnnxBackend(path, threads, "openvino")  # finsent's own: fp32 outside the int8 products
+    if spec["engine"] == "openvino":
+        return OpenVinoEngine(path, threads)  # OpenVINO's CPU defaults (bf16 where the CPU has it)
+    if spec["engine"] == "ctranslate2":
+        return CTranslate2Engine(path, threads, spec["compute_type"])
+    return OnnxBackend(path, threads, "onnxruntime")
 
 
 def predictor(model_dir: Path, name: str, work: Path, threads: int, batch_size: int = 32):

@@ -9,7 +9,8 @@ Predictor on the torch backend, on the fp32 ONNX model and on the int8 ONNX mode
 bench/onnx_candidates.py; sentences per second over --n sentences (all PhraseBank agreement levels, repeated to
 reach n, in a fixed shuffled order) and peak RSS. Roofline: the model's multiply-adds per sentence (from its config
 and each sentence's token count) times sentences/s, as a share of the machine's int8 and fp32 GEMM peaks measured in
-the same run (a 4096x384x1536 MatMulInteger u8 x s8 and MatMul fp32 in onnxruntime, --threads threads), the CPU's
+the same run (a 4096x384x1536 int8 product as a QDQ graph on OpenVINO, the engine of the int8 model, beside
+onnxruntime's MatMulInteger u8 x s8 and fp32 MatMul, --threads threads), the CPU's
 instruction sets, and the share of each Predictor row's time spent tokenizing.
 Then it starts `finsent serve --backend onnx` on 127.0.0.1 and measures request latency (one sentence a request)
 at 1, 8 and 32 concurrent clients. Writes bench/results/serving.md and .json. Exports ONNX first if the run
@@ -38,8 +39,9 @@ WORKERS = {
     "pipeline": "transformers pipeline, batch_size=1 (default)",
     "pipeline_b32": "transformers pipeline, batch_size=32",
     "torch": "finsent, torch backend",
-    "onnx_fp32": "finsent, onnx fp32",
-    "onnx": "finsent, onnx int8",
+    "onnx_fp32": "finsent, onnx fp32 (OpenVINO)",
+    "onnx_ort": "finsent, onnx int8, the same file on onnxruntime",
+    "onnx": "finsent, onnx int8 (OpenVINO, the default)",
 }
 GOAL = {"onnx_sentences_per_s": 800, "speedup_vs_pipeline_b32": 6}
 SERVER_GOAL = {"requests_per_s": 1000, "p99_ms": 50, "clients": 16}
@@ -89,38 +91,67 @@ def macs_per_sentence(config, tokens: int, num_labels: int = 3) -> int:
 
 
 def gemm_peak(dtype: str, threads: int, seconds: float = 2.0) -> dict:
-    """Multiply-adds/s of one large GEMM in onnxruntime (MatMulInteger u8 x s8, or MatMul fp32), constant weights."""
-    import onnxruntime as ort
+    """Multiply-adds/s of one large GEMM with constant weights: "int8" a QDQ graph compiled by OpenVINO (the kernel
+    finsent's int8 model runs on), "int8_onnxruntime" MatMulInteger u8 x s8, "fp32" MatMul, both in onnxruntime."""
     from onnx import TensorProto, helper, numpy_helper
 
     m, k, n = GEMM
     rng = np.random.default_rng(0)
+    a = rng.standard_normal((m, k), dtype=np.float32)
+    out_type = TensorProto.FLOAT
     if dtype == "int8":
+        inits = [
+            numpy_helper.from_array(rng.integers(-127, 128, (k, n), dtype=np.int8), "Bq"),
+            numpy_helper.from_array(np.full(n, 0.01, dtype=np.float32), "b_scale"),
+            numpy_helper.from_array(np.zeros(n, dtype=np.int8), "b_zero"),
+            numpy_helper.from_array(np.array(0.03, dtype=np.float32), "a_scale"),
+            numpy_helper.from_array(np.array(128, dtype=np.uint8), "a_zero"),
+        ]
+        nodes = [
+            helper.make_node("QuantizeLinear", ["A", "a_scale", "a_zero"], ["Aq"]),
+            helper.make_node("DequantizeLinear", ["Aq", "a_scale", "a_zero"], ["Ad"]),
+            helper.make_node("DequantizeLinear", ["Bq", "b_scale", "b_zero"], ["Bd"], axis=1),
+            helper.make_node("MatMul", ["Ad", "Bd"], ["Y"]),
+        ]
+        in_type = TensorProto.FLOAT
+    elif dtype == "int8_onnxruntime":
         a = rng.integers(0, 256, (m, k), dtype=np.uint8)
-        b = numpy_helper.from_array(rng.integers(-128, 128, (k, n), dtype=np.int8), "B")
-        node = helper.make_node("MatMulInteger", ["A", "B"], ["Y"])
-        types = (TensorProto.UINT8, TensorProto.INT32)
+        inits = [numpy_helper.from_array(rng.integers(-128, 128, (k, n), dtype=np.int8), "B")]
+        nodes = [helper.make_node("MatMulInteger", ["A", "B"], ["Y"])]
+        in_type, out_type = TensorProto.UINT8, TensorProto.INT32
     else:
-        a = rng.standard_normal((m, k), dtype=np.float32)
-        b = numpy_helper.from_array(rng.standard_normal((k, n), dtype=np.float32), "B")
-        node = helper.make_node("MatMul", ["A", "B"], ["Y"])
-        types = (TensorProto.FLOAT, TensorProto.FLOAT)
+        inits = [numpy_helper.from_array(rng.standard_normal((k, n), dtype=np.float32), "B")]
+        nodes = [helper.make_node("MatMul", ["A", "B"], ["Y"])]
+        in_type = TensorProto.FLOAT
     graph = helper.make_graph(
-        [node],
+        nodes,
         "gemm",
-        [helper.make_tensor_value_info("A", types[0], [m, k])],
-        [helper.make_tensor_value_info("Y", types[1], [m, n])],
-        [b],
+        [helper.make_tensor_value_info("A", in_type, [m, k])],
+        [helper.make_tensor_value_info("Y", out_type, [m, n])],
+        inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    session.run(None, {"A": a})
+    if dtype == "int8":
+        import openvino as ov
+
+        core = ov.Core()
+        config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+        request = core.compile_model(
+            core.read_model(model.SerializeToString(), b""), "CPU", config
+        ).create_infer_request()
+        call = lambda: request.infer({"A": a})  # noqa: E731
+    else:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        call = lambda: session.run(None, {"A": a})  # noqa: E731
+    call()
     runs, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
-        session.run(None, {"A": a})
+        call()
         runs += 1
     elapsed = time.perf_counter() - t0
     return {"kind": f"gemm_{dtype}", "shape": list(GEMM), "threads": threads, "macs_per_s": runs * m * k * n / elapsed}
@@ -172,8 +203,18 @@ def run_worker(kind: str, model_dir: str, data_path: str, n: int, threads: int, 
                 Path(model_dir), name, Path(model_dir) / "candidates", threads, batch_size
             )
         else:
-            backend, onnx_file = ("onnx", ONNX_FP32) if kind == "onnx_fp32" else (kind, ONNX_INT8)
-            predictor = Predictor(model_dir, backend, batch_size=batch_size, num_threads=threads, onnx_file=onnx_file)
+            backend, onnx_file, runtime = {
+                "onnx_fp32": ("onnx", ONNX_FP32, "openvino"),
+                "onnx_ort": ("onnx", ONNX_INT8, "onnxruntime"),
+            }.get(kind, (kind, ONNX_INT8, "openvino"))
+            predictor = Predictor(
+                model_dir,
+                backend,
+                batch_size=batch_size,
+                num_threads=threads,
+                onnx_file=onnx_file,
+                onnx_runtime=runtime,
+            )
         run = lambda xs: [predictor.labels[i] for i in predictor.score(xs).probs.argmax(1)]  # noqa: E731
     load_s = time.perf_counter() - t0
     run(texts[:64])  # warm-up
@@ -289,6 +330,15 @@ def ab_level(url: str, text: str, clients: int, seconds: int) -> dict:
     }
 
 
+def typical_sentence(model_dir: str, texts: list[str]) -> tuple[str, int]:
+    """The sentence whose token count is closest to the mean (ab sends one body over and over), and that count."""
+    from finsent.modeling import load_tokenizer
+
+    lengths = np.array([len(x) for x in load_tokenizer(model_dir)(texts, truncation=True)["input_ids"]])
+    i = int(np.argmin(np.abs(lengths - lengths.mean())))
+    return texts[i], int(lengths[i])
+
+
 def server_latency(
     model_dir: str, texts: list[str], threads: int, requests: int, backend: str = "onnx", ab_seconds: int = 60
 ) -> list[dict]:
@@ -338,7 +388,8 @@ def server_latency(
             level = asyncio.run(latency_level(url, texts, clients, max(requests, clients)))
             levels.append({**level, "loadavg_before": load_before})
         if ab_seconds:
-            levels.append(ab_level(url, texts[0], SERVER_GOAL["clients"], ab_seconds))
+            text, tokens = typical_sentence(model_dir, texts)
+            levels.append({**ab_level(url, text, SERVER_GOAL["clients"], ab_seconds), "tokens": tokens})
         serving = httpx.get(url + "/metadata", timeout=10).json()["serving"]
         for level in levels:
             level["backend"] = backend
@@ -385,10 +436,11 @@ def sentence_cost(model_dir: str, texts: list[str], max_length: int) -> dict:
 def roofline(result: dict) -> None:
     """Add effective multiply-adds/s and their share of the measured int8 / fp32 GEMM peaks to each throughput row."""
     peaks = result["peaks"]
+    peak = {"int8": max(peaks.get("int8", 0), peaks.get("int8_onnxruntime", 0)), "fp32": peaks.get("fp32", 0)}
     for r in result["throughput"]:
         r["macs_per_s"] = r["sentences_per_s"] * result["model"]["macs_per_sentence"]
         for dtype in ("int8", "fp32"):
-            r[f"share_of_{dtype}_peak"] = r["macs_per_s"] / peaks[dtype] if peaks.get(dtype) else None
+            r[f"share_of_{dtype}_peak"] = r["macs_per_s"] / peak[dtype] if peak[dtype] else None
 
 
 def label(kind: str) -> str:
@@ -408,9 +460,10 @@ def markdown(result: dict) -> str:
         f"{result['n']} PhraseBank sentences (all agreement levels, repeated), finsent batch size {result['batch_size']}.  ",
         f"CPU instruction sets: {', '.join(result['machine']['cpu_flags']) or 'unknown'}.  ",
         f"Roofline: {result['model']['macs_per_sentence'] / 1e6:.0f} M multiply-adds per sentence (mean "
-        f"{result['model']['mean_tokens']:.1f} tokens); GEMM peaks measured in this run with onnxruntime, "
-        f"{result['threads']} threads, {'x'.join(map(str, GEMM))}: int8 (MatMulInteger u8 x s8) "
-        f"{result['peaks']['int8'] / 1e9:.0f} G/s, fp32 (MatMul) {result['peaks']['fp32'] / 1e9:.0f} G/s.",
+        f"{result['model']['mean_tokens']:.1f} tokens); GEMM peaks measured in this run, {result['threads']} threads, "
+        f"{'x'.join(map(str, GEMM))}: int8 on OpenVINO (QDQ graph) {result['peaks']['int8'] / 1e9:.0f} G/s, int8 on "
+        f"onnxruntime (MatMulInteger u8 x s8) {result['peaks'].get('int8_onnxruntime', 0) / 1e9:.0f} G/s, fp32 on onnxruntime "
+        f"(MatMul) {result['peaks']['fp32'] / 1e9:.0f} G/s; '% of int8 peak' is of the larger int8 one.",
         "",
         "| backend | sentences/s | vs pipeline (b=1) | vs pipeline (b=32) | G multiply-adds/s | % of int8 peak | "
         "% of fp32 peak | tokenization share | peak RSS (MB) | labels = torch fp32 | load avg (1 min) before / after |",
@@ -436,7 +489,11 @@ def markdown(result: dict) -> str:
             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
     for r in result["latency"]:
-        tool = f"ab, {r['seconds']} s, one sentence" if r.get("tool") == "ab" else "Python httpx clients"
+        tool = (
+            f"ab, {r['seconds']} s, one {r['tokens']}-token sentence"
+            if r.get("tool") == "ab"
+            else "Python httpx clients"
+        )
         lines.append(
             f"| {tool} | {r['clients']} | {r['requests']} | {r['errors']} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['requests_per_s']:.0f} | {r['loadavg_before'][0]:.1f} |"
         )
@@ -545,7 +602,7 @@ def main() -> int:
         out.unlink()
         return result
 
-    for dtype in ("int8", "fp32"):
+    for dtype in ("int8", "int8_onnxruntime", "fp32"):
         peaks[dtype] = worker(f"gemm_{dtype}")["macs_per_s"]
         print(f"{dtype} GEMM peak: {peaks[dtype] / 1e9:.0f} G multiply-adds/s", file=sys.stderr)
     for kind in [*args.backends, *(f"candidate:{c}" for c in args.candidates)]:
