@@ -223,6 +223,21 @@ def test_export_when_the_training_data_moved(onnx_run, tmp_path, phrasebank_zip)
     assert info["quantization"]["calibration_sentences"] == 256
 
 
+def test_an_export_from_an_earlier_finsent_is_named_on_openvino(onnx_run, tmp_path, capsys):
+    run = tmp_path / "old"
+    shutil.copytree(onnx_run, run)
+    info = json.loads((run / "onnx" / "export.json").read_text())
+    info["quantization"]["method"] = "onnxruntime.quantization.quantize_dynamic"
+    (run / "onnx" / "export.json").write_text(json.dumps(info))
+    Predictor(run, "onnx", onnx_runtime="onnxruntime")
+    assert capsys.readouterr().err == ""
+    Predictor(run, "onnx")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("finsent: warning: ") and "re-run `finsent export-onnx" in err[0]
+    Predictor(onnx_run, "onnx")  # today's export: no warning
+    assert capsys.readouterr().err == ""
+
+
 def test_unknown_onnx_runtime_is_refused(onnx_run):
     with pytest.raises(FinsentError, match="--onnx_runtime 'tvm': expected one of openvino, onnxruntime"):
         Predictor(onnx_run, "onnx", onnx_runtime="tvm")

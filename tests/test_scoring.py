@@ -133,6 +133,8 @@ def test_bad_options_and_inputs_exit_2_with_one_line(tmp_path, capsys):
         ScoreConfig("m", "i", "o", ray_address="auto")
     with pytest.raises(FinsentError, match="--num_workers 0: must be at least 1"):
         ScoreConfig("m", "i", "o", engine="ray", num_workers=0)
+    with pytest.raises(FinsentError, match="--onnx_runtime 'tvm': expected one of openvino, onnxruntime"):
+        ScoreConfig("m", "i", "o", backend="onnx", onnx_runtime="tvm")
     assert score_cli("--model_dir", "m", "--input", str(tmp_path / "none"), "--output", str(tmp_path / "o")) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no such file or folder" in err and "Traceback" not in err
@@ -227,6 +229,20 @@ def test_local_engine_output_matches_the_predictor(lora_run, clean_run, sentence
     assert sum(summary["label_counts"].values()) == len(sentences) - 1 and summary["shards_scored_this_run"] == 3
     meta = json.loads(pq.read_metadata(out / "part-1.parquet").metadata[b"finsent"])
     assert meta["rows"] == 50 and meta["source"]["input"] == "part-1.jsonl" and meta["source"]["size"] > 0
+
+
+def test_onnx_backend_on_either_runtime_gives_the_predictors_labels(onnx_run, sentences, tmp_path):
+    from finsent.inference import Predictor
+
+    write_shards(tmp_path / "in", sentences)
+    for runtime in ("openvino", "onnxruntime"):
+        out = tmp_path / runtime
+        argv = ["--model_dir", str(onnx_run), "--input", str(tmp_path / "in"), "--output", str(out)]
+        assert score_cli(*argv, "--backend", "onnx", "--onnx_runtime", runtime) == 0
+        labels = [x for t in read_output(out).values() for x in t.column("label").to_pylist() if x is not None]
+        texts = [x for t in read_output(out).values() for x in t.column("text").to_pylist() if x]
+        expected = Predictor(onnx_run, "onnx", num_threads=1, onnx_runtime=runtime).predict(texts)
+        assert labels == [p["label"] for p in expected], runtime
 
 
 @pytest.mark.slow

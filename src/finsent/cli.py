@@ -484,7 +484,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 def add_scoring_commands(sub) -> None:
     """`finsent score`: batch scoring of file shards into a Parquet dataset, locally or on Ray."""
-    from finsent.inference import BACKENDS
+    from finsent.inference import BACKENDS, ONNX_RUNTIMES
     from finsent.scoring import CHUNK_SIZE, ENGINES
 
     p = sub.add_parser(
@@ -501,6 +501,12 @@ def add_scoring_commands(sub) -> None:
     p.add_argument("--num_workers", type=int, default=1, help="Ray actors, one model each (default: %(default)s)")
     p.add_argument("--ray_address", default=None, help="a running Ray cluster, e.g. ray://head:10001 or auto")
     p.add_argument("--backend", default="torch", choices=BACKENDS, help="torch or onnx (default: %(default)s)")
+    p.add_argument(
+        "--onnx_runtime",
+        default=ONNX_RUNTIMES[0],
+        choices=ONNX_RUNTIMES,
+        help="what runs --backend onnx (default: %(default)s)",
+    )
     p.add_argument("--text_column", default="text", help="the column holding the sentence (default: %(default)s)")
     p.add_argument("--batch_size", type=int, default=32, help="sentences per forward pass (default: %(default)s)")
     p.add_argument(

@@ -17,7 +17,7 @@ import numpy as np
 
 from finsent.errors import FinsentError
 from finsent.metrics import softmax
-from finsent.runs import ONNX_DIR, ONNX_INT8, read_export_info, read_model_info
+from finsent.runs import ONNX_DIR, ONNX_INT8, read_export_info, read_model_info, warn
 
 BACKENDS = ("torch", "onnx")
 ONNX_RUNTIMES = ("openvino", "onnxruntime")  # what runs --backend onnx; the first is the default
@@ -252,6 +252,12 @@ class Predictor:
         elif backend == "onnx":
             path = find_onnx(self.model_dir, onnx_file)
             check_onnx_fresh(self.model_dir, path)
+            method = (read_export_info(path.parent).get("quantization") or {}).get("method", "")
+            if path.name == ONNX_INT8 and onnx_runtime == "openvino" and method.startswith("onnxruntime"):
+                warn(
+                    f"{path}: an onnxruntime int8 export from an earlier finsent, slow on OpenVINO; re-run "
+                    f"`finsent export-onnx --model_dir {self.model_dir}` (NNCF int8, about 2x faster)"
+                )
             self.backend: Callable[[dict], np.ndarray] = OnnxBackend(path, num_threads, onnx_runtime)
             input_names = self.backend.input_names
         else:

@@ -54,6 +54,7 @@ class ScoreConfig:
     num_workers: int = 1
     ray_address: str | None = None
     backend: str = "torch"
+    onnx_runtime: str = "openvino"
     text_column: str = "text"
     batch_size: int = 32
     chunk_size: int = CHUNK_SIZE
@@ -61,8 +62,10 @@ class ScoreConfig:
     quiet: bool = False
 
     def __post_init__(self):
-        from finsent.inference import BACKENDS
+        from finsent.inference import BACKENDS, ONNX_RUNTIMES
 
+        if self.onnx_runtime not in ONNX_RUNTIMES:
+            raise FinsentError(f"--onnx_runtime {self.onnx_runtime!r}: expected one of {', '.join(ONNX_RUNTIMES)}")
         if self.engine not in ENGINES:
             raise FinsentError(f"--engine {self.engine!r}: expected one of {', '.join(ENGINES)}")
         if self.backend not in BACKENDS:
@@ -330,7 +333,7 @@ class _Progress:
 def _score_local(cfg: ScoreConfig, model_dir: Path, pending: list[Shard], open_output, progress) -> Iterator:
     from finsent.inference import Predictor
 
-    predictor = Predictor(model_dir, backend=cfg.backend, batch_size=cfg.batch_size, num_threads=cfg.threads)
+    predictor = Predictor(model_dir, cfg.backend, cfg.batch_size, cfg.threads, onnx_runtime=cfg.onnx_runtime)
     for shard in pending:
         out = open_output(shard, predictor.labels)
         try:
@@ -372,14 +375,16 @@ def _read_chunks(batch: dict, text_column: str, chunk_size: int) -> Iterator[dic
 class _RayScorer:
     """Ray stage 2: one Predictor per actor; scores each chunk whole, as the local engine does."""
 
-    def __init__(self, model_url: str, backend: str, batch_size: int, threads: int, text_column: str):
+    def __init__(
+        self, model_url: str, backend: str, batch_size: int, threads: int, text_column: str, onnx_runtime: str
+    ):
         from transformers.utils import logging as hf_logging
 
         from finsent.inference import Predictor
 
         hf_logging.disable_progress_bar()
         hf_logging.set_verbosity_error()
-        self.predictor = Predictor(local_model_dir(model_url), backend, batch_size, threads)
+        self.predictor = Predictor(local_model_dir(model_url), backend, batch_size, threads, onnx_runtime=onnx_runtime)
         self.text_column = text_column
 
     def __call__(self, batch: dict) -> dict:
@@ -459,6 +464,7 @@ def _score_ray(cfg: ScoreConfig, model_dir: Path, pending: list[Shard], open_out
                 "batch_size": cfg.batch_size,
                 "threads": threads,
                 "text_column": cfg.text_column,
+                "onnx_runtime": cfg.onnx_runtime,
             },
         )
         labels = read_model_info(model_dir).labels
