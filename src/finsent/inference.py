@@ -150,7 +150,7 @@ class OnnxBackend:
                 self._load_onnxruntime(num_threads)
         except ImportError as e:
             raise FinsentError(
-                f"--onnx_runtime {runtime}: {e.name} is not installed; pip install {e.name}, or pass the other runtime"
+                f"--onnx_runtime {runtime}: {e.name or runtime} is not installed; pip install {e.name or runtime}, or pass the other runtime"
             ) from None
         except Exception as e:  # noqa: BLE001 - both runtimes raise their own exception types
             raise FinsentError(
