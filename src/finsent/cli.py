@@ -130,11 +130,20 @@ def _predictor(args: argparse.Namespace):
         device=args.device,
         onnx_runtime=args.onnx_runtime,
     )
-    predictor = Predictor(args.model_dir, **on)
     cascade = getattr(args, "cascade", None)
     early_exit = getattr(args, "early_exit", False) or getattr(args, "early_exit_dir", None)
     if cascade and early_exit:
         raise FinsentError("--cascade and --early_exit: pass one of them")
+    if early_exit and not args.early_exit_dir:
+        from finsent.early_exit import has_exits
+
+        if has_exits(args.model_dir):  # exits trained with the model (`distill --exit_layers`)
+            if args.cascade_threshold is not None:
+                raise FinsentError(
+                    f"--cascade_threshold: {args.model_dir} has its own exits, each with the threshold chosen on validation; leave it out"
+                )
+            return Predictor(args.model_dir, **on, early_exit=True)
+    predictor = Predictor(args.model_dir, **on)
     if not cascade and not early_exit:
         return predictor
     from finsent.inference import CascadePredictor, early_exit_dir
@@ -267,8 +276,9 @@ def add_serving_commands(sub) -> None:
         p.add_argument(
             "--early_exit",
             action="store_true",
-            help="answer with the model's early exit where it is confident, else with the full model: a shallower "
-            "student distilled from --model_dir (`finsent distill --teacher RUN --num_layers 2`)",
+            help="let confident sentences out early: at the exits trained with the model (`finsent distill "
+            "--exit_layers 1 3`), or else through a shallower student distilled from --model_dir (`finsent distill "
+            "--teacher RUN --num_layers 2`, in <model_dir>/early_exit or --early_exit_dir)",
         )
         p.add_argument(
             "--early_exit_dir",

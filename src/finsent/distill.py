@@ -56,7 +56,16 @@ class DistillConfig:
         default=0.995,
         metadata={
             "help": "the cascade threshold is the smallest margin at which the cascade agrees with the teacher "
-            "on at least this share of validation sentences (default: 0.995)"
+            "on at least this share of validation sentences; with --exit_layers, each exit's threshold is the "
+            "smallest margin at which it agrees with the student's final layer on this share (default: 0.995)"
+        },
+    )
+    exit_layers: list[int] | None = field(
+        default=None,
+        metadata={
+            "help": "train early exits with the student after these encoder layers (e.g. 1 3): each learns from the "
+            "teacher and the final layer; `predict --early_exit` then lets confident sentences out there",
+            "nargs": "+",
         },
     )
 
@@ -71,6 +80,12 @@ class DistillConfig:
             raise FinsentError(f"--threshold_sentences {self.threshold_sentences}: must be 0 or more")
         if not 0 < self.cascade_agreement <= 1:
             raise FinsentError(f"--cascade_agreement {self.cascade_agreement}: must be in (0, 1]")
+        if self.exit_layers is not None and (
+            not self.exit_layers or sorted(set(self.exit_layers)) != list(self.exit_layers) or self.exit_layers[0] < 1
+        ):
+            raise FinsentError(
+                f"--exit_layers {' '.join(map(str, self.exit_layers or []))}: give increasing layer numbers from 1, e.g. 1 3"
+            )
         if self.unlabeled_agreement not in (*AGREEMENT_FILES, "none"):
             raise FinsentError(f"--unlabeled_agreement {self.unlabeled_agreement!r}: expected 50, 66, 75, all or none")
 
@@ -182,6 +197,20 @@ def kd_loss(student_logits, labels, teacher, alpha: float, temperature: float):
     return alpha * ce + (1 - alpha) * t * t * kl
 
 
+def exits_kd_loss(final_logits, exit_logits, labels, teacher, alpha: float, temperature: float):
+    """The final layer's kd_loss plus, per exit, half kd_loss (gold + teacher) and half T^2 * KL(final_T || exit_T),
+    the final layer's logits detached: exits learn from the teacher and from the model they stand in for."""
+    import torch.nn.functional as F
+
+    loss = kd_loss(final_logits, labels, teacher, alpha, temperature)
+    t = temperature
+    target = F.log_softmax(final_logits.detach() / t, dim=-1)
+    for logits in exit_logits:
+        follow = F.kl_div(F.log_softmax(logits / t, dim=-1), target, log_target=True, reduction="batchmean")
+        loss = loss + 0.5 * kd_loss(logits, labels, teacher, alpha, temperature) + 0.5 * t * t * follow
+    return loss
+
+
 def cascade_threshold(student_probs: np.ndarray, teacher_pred: np.ndarray, target: float) -> dict:
     """The smallest student margin below which deferring to the teacher makes the cascade agree with it on >= target."""
     from finsent.inference import margins
@@ -212,7 +241,12 @@ def trainer_class(alpha: float, temperature: float):
             labels = inputs.pop("labels")
             outputs = model(**inputs)
             soft = None if teacher is None else teacher.float()
-            loss = kd_loss(outputs.logits.float(), labels, soft, alpha, temperature)
+            if isinstance(outputs, dict) and "exit_logits" in outputs:  # a MultiExitModel (--exit_layers)
+                exits = [e.float() for e in outputs["exit_logits"]]
+                loss = exits_kd_loss(outputs["logits"].float(), exits, labels, soft, alpha, temperature)
+                outputs = {"logits": outputs["logits"]}  # what evaluation scores: the final layer
+            else:
+                loss = kd_loss(outputs.logits.float(), labels, soft, alpha, temperature)
             return (loss, outputs) if return_outputs else loss
 
     return DistillTrainer

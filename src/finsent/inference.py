@@ -174,10 +174,13 @@ class OnnxBackend:
         self.num_labels = int(compiled.outputs[0].get_partial_shape()[-1].get_length())
         requests = threading.local()  # an infer request serves one call at a time: one per calling thread
 
-        def run(feeds: dict[str, np.ndarray]) -> np.ndarray:
+        def run(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
             if not hasattr(requests, "request"):
                 requests.request = compiled.create_infer_request()
-            return requests.request.infer(feeds)[0].copy()  # the output buffer is reused by the next call
+            result = requests.request.infer(feeds)
+            return [
+                result[i].copy() for i in range(len(compiled.outputs))
+            ]  # output buffers are reused by the next call
 
         self._run = run
 
@@ -192,10 +195,14 @@ class OnnxBackend:
         session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in session.get_inputs()]
         self.num_labels = int(session.get_outputs()[0].shape[-1])
-        self._run = lambda feeds: session.run(None, feeds)[0]
+        self._run = lambda feeds: session.run(None, feeds)
+
+    def outputs(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Every output of the graph (an early-exit segment has two: logits, hidden states)."""
+        return self._run({k: feeds[k] for k in self.input_names})
 
     def __call__(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        return self._run({k: feeds[k] for k in self.input_names})
+        return self.outputs(feeds)[0]
 
 
 @dataclass
@@ -234,6 +241,7 @@ class Predictor:
         onnx_file: str = ONNX_INT8,
         onnx_runtime: str = ONNX_RUNTIMES[0],
         device: str = "cpu",
+        early_exit: bool = False,
     ):
         if isinstance(backend, str) and backend not in BACKENDS:
             raise FinsentError(f"--backend {backend!r}: expected one of {', '.join(BACKENDS)}")
@@ -249,6 +257,13 @@ class Predictor:
         if not isinstance(backend, str):  # an engine object (benchmarks): .name, .tokenizer, .input_names, .num_labels
             self.backend = backend
             input_names = backend.input_names
+        elif early_exit:
+            if device != "cpu":
+                raise FinsentError(f"--early_exit runs on the CPU; leave out --device {device}")
+            from finsent.early_exit import exit_backend
+
+            self.backend = exit_backend(self.model_dir, backend, num_threads, onnx_file, onnx_runtime)
+            input_names = self.backend.input_names
         elif backend == "onnx":
             path = find_onnx(self.model_dir, onnx_file)
             check_onnx_fresh(self.model_dir, path)
@@ -278,6 +293,15 @@ class Predictor:
     @property
     def backend_name(self) -> str:
         return self.backend.name
+
+    @property
+    def early_exit(self) -> bool:
+        """Whether the backend lets confident sentences out at intermediate layers (finsent.early_exit)."""
+        return bool(getattr(self.backend, "early_exit", False))
+
+    @property
+    def extra_fields(self) -> tuple[str, ...]:
+        return ("answered_by",) if self.early_exit else ()
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -341,23 +365,33 @@ class Predictor:
             for start, (ids, truncated) in zip(starts, pool.map(tokenize, starts)):
                 yield start, ids, truncated
 
-    def logits(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Raw logits in input order and the truncation flags."""
+    def _logits(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Raw logits in input order, the truncation flags, and the layer that answered each text where the
+        backend exits early (None otherwise)."""
         self._check_unicode(texts)
         out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
         truncated = np.zeros(len(texts), dtype=bool)
+        layer = np.zeros(len(texts), dtype=np.int64) if self.early_exit else None
         for start, ids, trunc in self.encode_chunks(texts):
             truncated[start : start + len(ids)] = trunc
             order = np.argsort(np.fromiter(map(len, ids), dtype=np.int64, count=len(ids)), kind="stable")
             for first in range(0, len(order), self.batch_size):
                 idx = order[first : first + self.batch_size]
-                out[start + idx] = self.backend(self._feeds([ids[i] for i in idx]))
-        return out, truncated
+                result = self.backend(self._feeds([ids[i] for i in idx]))
+                if layer is not None:
+                    result, layer[start + idx] = result
+                out[start + idx] = result
+        return out, truncated, layer
+
+    def logits(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Raw logits in input order and the truncation flags."""
+        return self._logits(texts)[:2]
 
     def score(self, texts: Sequence[str]) -> Scores:
         """Probabilities calibrated with the run's temperature (1.0 where it has none)."""
-        logits, truncated = self.logits(texts)
-        return Scores(softmax(logits, self.info.temperature), truncated, self.labels)
+        logits, truncated, layer = self._logits(texts)
+        answered = None if layer is None else self.backend.answered_by(layer)
+        return Scores(softmax(logits, self.info.temperature), truncated, self.labels, answered)
 
     def predict(self, texts: Sequence[str]) -> list[dict]:
         """label, confidence, probabilities and truncated for each text, in input order."""
@@ -376,6 +410,8 @@ class Predictor:
             "temperature": self.info.temperature,
             "metrics": self.info.metrics,
         }
+        if self.early_exit:
+            meta["early_exit"] = self.backend.metadata()
         if self.backend_name == "onnx":
             meta["onnx"] = {
                 "file": self.backend.path.name,

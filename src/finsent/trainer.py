@@ -166,6 +166,42 @@ def _store_cascade(
     )
 
 
+def _store_exits(out: Path, distill: DistillConfig, texts: list[str], num_layers: int, log) -> None:
+    """Choose each exit's margin threshold on validation (and the held-out unlabeled sentences) against the final
+    layer, and keep them in the run's finsent_model.json."""
+    from finsent import early_exit
+    from finsent.inference import margins
+    from finsent.metrics import softmax
+
+    *exits, final = early_exit.exit_logits(out, texts)
+    probs = [softmax(e) for e in exits]
+    final_pred = final.argmax(1)
+    thresholds = early_exit.choose_thresholds(probs, final_pred, distill.cascade_agreement)
+    remaining = np.ones(len(texts), dtype=bool)
+    shares, agree = [], np.ones(len(texts), dtype=bool)
+    for p, t in zip(probs, thresholds):
+        go = remaining & (margins(p) >= t)
+        shares.append(float(go.mean()))
+        agree[go] = p.argmax(1)[go] == final_pred[go]
+        remaining &= ~go
+    spec = {
+        "layers": list(distill.exit_layers),
+        "thresholds": thresholds,
+        "num_layers": num_layers,
+        "agreement_target": distill.cascade_agreement,
+        "threshold_sentences": len(texts),
+        "val_exit_shares": shares,
+        "val_agreement": float(agree.mean()),
+    }
+    info = read_model_info(out)
+    write_model_info(out, dataclasses.replace(info, extra={**info.extra, "exits": spec}))
+    said = ", ".join(f"layer {k} margin >= {t:.3f}: {s:.1%}" for k, t, s in zip(spec["layers"], thresholds, shares))
+    log(
+        f"early exits on {len(texts)} validation and held-out sentences: {said} answered early; "
+        f"agreement with the final layer {spec['val_agreement']:.2%}"
+    )
+
+
 def train(cfg: TrainConfig, log=print, distill: DistillConfig | None = None) -> dict:
     """Fine-tune (from gold labels, or distilled from a teacher run), evaluate on the test split, write the run folder."""
     import torch
@@ -199,6 +235,13 @@ def train(cfg: TrainConfig, log=print, distill: DistillConfig | None = None) -> 
     model = modeling.load_base_model(model_path, cfg.num_layers)
     if lora_settings is not None:
         model = modeling.apply_lora(model, lora_settings, cfg.lora_config)
+    if distill is not None and distill.exit_layers:
+        from finsent import early_exit
+
+        config = model.config
+        early_exit.check_layers(distill.exit_layers, int(config.num_hidden_layers), config.model_type)
+        heads = early_exit.ExitHeads(distill.exit_layers, int(config.hidden_size), len(LABELS))
+        model = early_exit.MultiExitModel(model, heads)
     params = modeling.count_parameters(model)
     log(
         f"model {cfg.model_name or hub.DEFAULT_MODEL} ({'LoRA' if cfg.use_lora else 'full fine-tuning'}): "
@@ -314,6 +357,9 @@ def train(cfg: TrainConfig, log=print, distill: DistillConfig | None = None) -> 
     write_sentences(out, kd.sentences_record(splits, student and student["threshold_texts"]))
     if student is not None:
         _store_cascade(out, distill, splits, val_logits, results["temperature"], student["threshold_texts"], log)
+    if distill is not None and distill.exit_layers:
+        texts = splits.val.texts + student["threshold_texts"]
+        _store_exits(out, distill, texts, int(trainer.model.config.num_hidden_layers), log)
     shutil.rmtree(ckpt_dir, ignore_errors=True)  # the run finished: the best model is saved above
     log(
         f"test accuracy {results['accuracy']:.4f}  macro-F1 {results['macro_f1']:.4f}  ECE {results['ece']:.4f}  "

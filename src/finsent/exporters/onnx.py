@@ -352,6 +352,77 @@ def calibration_texts(model_dir: Path, data_path: str | Path | None, n: int) -> 
     return pool[:n]
 
 
+def _export_module(module, args: tuple, path: Path, inputs: list[str], outputs: list[str], axes: dict) -> None:
+    """torch.onnx.export (TorchScript, OPSET) of one module, errors as one line."""
+    import torch
+
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                module,
+                args,
+                str(path),
+                input_names=inputs,
+                output_names=outputs,
+                dynamic_axes=axes,
+                dynamo=False,
+                opset_version=OPSET,
+            )
+    except Exception as e:  # noqa: BLE001 - torch.onnx raises many kinds; the user needs one line
+        raise FinsentError(
+            f"ONNX export of {path.name} failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+        ) from None
+
+
+def export_exit_segments(
+    model, exits, tokenizer, names: list[str], tmp: Path, calibration: list[str], max_length: int, quantize: bool
+) -> dict:
+    """The model cut at its early exits (finsent.early_exit.segments), each segment exported to ONNX, checked against
+    PyTorch and quantized like the whole model (calibrated on the hidden states the previous segments produce)."""
+    import torch
+
+    from finsent.early_exit import segment_files, segments
+
+    parts = segments(model, exits)
+    texts = calibration or CHECK_TEXTS
+    batches = [_encode(tokenizer, texts[i : i + 32], names, max_length) for i in range(0, len(texts), 32)]
+    fp32_files = segment_files(len(exits.layers), int8=False)
+    int8_files = segment_files(len(exits.layers), int8=True)
+    worst = 0.0
+    feeds = batches
+    for i, (module, fp32) in enumerate(zip(parts, fp32_files)):
+        last = i == len(parts) - 1
+        inputs = names if i == 0 else ["hidden_states", "attention_mask"]
+        outputs = ["logits"] if last else ["logits", "hidden_states_out"]
+        axes = {n: {0: "batch", 1: "sequence"} for n in inputs}
+        axes.update({"logits": {0: "batch"}, **({} if last else {"hidden_states_out": {0: "batch", 1: "sequence"}})})
+        sample = tuple(torch.from_numpy(feeds[0][n]) for n in inputs)
+        _export_module(module, sample, tmp / fp32, inputs, outputs, axes)
+        session = _session(tmp / fp32)
+        following = []
+        for batch in feeds:
+            with torch.inference_mode():
+                ref = [t.numpy() for t in module(**{k: torch.from_numpy(v) for k, v in batch.items()})]
+            got = session.run(None, batch)
+            worst = max(worst, *(float(np.abs(a - b).max()) for a, b in zip(got, ref)))
+            if not last:
+                following.append({"hidden_states": ref[1], "attention_mask": batch["attention_mask"]})
+        if quantize:
+            build_int8(tmp / fp32, tmp / int8_files[i], feeds)
+        feeds = following
+    if not worst <= PARITY_ATOL:
+        raise FinsentError(
+            f"the exported early-exit segments differ from PyTorch by {worst:.3g} in their outputs (> {PARITY_ATOL}); not written"
+        )
+    return {
+        "layers": exits.layers,
+        "files": fp32_files + (int8_files if quantize else []),
+        "fp32_max_abs_diff": worst,
+    }
+
+
 def export_onnx(
     model_dir: str | Path,
     output_dir: str | Path | None = None,
@@ -361,6 +432,7 @@ def export_onnx(
     """Write `<model_dir>/onnx/`: the fp32 and int8 ONNX models, the tokenizer, the run's metadata and the export info.
 
     int8 is calibrated on sentences of `data_path`, by default the run's own training data (its training split)."""
+    from finsent.early_exit import load_exits
     from finsent.modeling import load_trained
 
     model_dir = Path(model_dir)
@@ -368,6 +440,7 @@ def export_onnx(
     calibration = calibration_texts(model_dir, data_path, QUANTIZATION["calibration_sentences"]) if quantize else []
     out = Path(output_dir) if output_dir else model_dir / ONNX_DIR
     model, tokenizer = load_trained(model_dir, merge=True)
+    exits = load_exits(model_dir)
     reference = copy.deepcopy(model)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out, prefix=".export-") as tmp:
@@ -388,6 +461,12 @@ def export_onnx(
             ]
             quantized = build_int8(tmp / "plain.onnx", tmp / ONNX_INT8, feeds)
             files.append(ONNX_INT8)
+        segments = None
+        if exits is not None:
+            segments = export_exit_segments(
+                copy.deepcopy(reference), exits, tokenizer, names, tmp, calibration, info.max_length, quantize
+            )
+            files += segments["files"]
         for name in files:
             (tmp / name).replace(out / name)
     tokenizer.save_pretrained(str(out))
@@ -405,6 +484,7 @@ def export_onnx(
         "fused_nodes": fused,
         "fp32_max_abs_logit_diff": diff,
         "quantization": {**QUANTIZATION, **quantized, "calibration_sentences": len(calibration)} if quantize else None,
+        **({"early_exit_segments": segments} if segments else {}),
         "created_at": dt.datetime.now(dt.timezone.utc),
     }
     write_export_info(out, export)

@@ -1,0 +1,340 @@
+"""Early exits trained with the model: classifier heads on intermediate encoder layers, and the model cut into
+segments at those layers so that a sentence whose exit is confident leaves the batch there.
+
+`finsent distill --exit_layers 1 3` trains the heads with the student (each learns from the teacher and from the
+student's final layer); thresholds are chosen on validation so that early labels agree with the final layer on
+>= --cascade_agreement. Inference (`--early_exit`) runs the segments in turn and drops the rows that exited."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from finsent.errors import FinsentError
+from finsent.metrics import softmax
+
+EXITS_FILE = "exits.safetensors"
+SUPPORTED = ("bert",)  # encoders whose layers the segments call directly (embeddings + encoder.layer + pooler)
+
+
+class ExitHeads(torch.nn.Module):
+    """One head per exit layer: mean of the layer's token states over the mask -> dense -> tanh -> labels."""
+
+    def __init__(self, layers: list[int], hidden_size: int, num_labels: int, dropout: float = 0.1):
+        super().__init__()
+        self.layers = list(layers)
+        self.heads = torch.nn.ModuleList(
+            torch.nn.Sequential(
+                torch.nn.Linear(hidden_size, hidden_size),
+                torch.nn.Tanh(),
+                torch.nn.Dropout(dropout),
+                torch.nn.Linear(hidden_size, num_labels),
+            )
+            for _ in layers
+        )
+
+    def head(self, i: int, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+        return self.heads[i](pooled)
+
+    def forward(self, hidden_states: tuple[torch.Tensor, ...], attention_mask: torch.Tensor) -> list[torch.Tensor]:
+        """Exit logits from the encoder's hidden states (index 0 is the embeddings, k the output of layer k)."""
+        return [self.head(i, hidden_states[k], attention_mask) for i, k in enumerate(self.layers)]
+
+
+def check_layers(layers: list[int], num_layers: int, model_type: str) -> None:
+    if model_type not in SUPPORTED:
+        raise FinsentError(
+            f"--exit_layers: early exits support {', '.join(SUPPORTED)} encoders; this model is {model_type}"
+        )
+    if sorted(set(layers)) != list(layers) or not all(1 <= k < num_layers for k in layers):
+        raise FinsentError(
+            f"--exit_layers {' '.join(map(str, layers))}: give increasing layer numbers from 1 to {num_layers - 1} "
+            f"(the model has {num_layers} layers; the last one is the full model)"
+        )
+
+
+class MultiExitModel(torch.nn.Module):
+    """A sequence classifier (plain or PEFT) plus exit heads, for training; forward returns all logits."""
+
+    def __init__(self, model, exits: ExitHeads):
+        super().__init__()
+        self.model = model
+        self.exits = exits
+        self.config = model.config
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None, labels=None):
+        """labels are named so that the Trainer finds them (the distillation loss takes them from the batch)."""
+        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            kwargs["token_type_ids"] = token_type_ids
+        out = self.model(**kwargs, output_hidden_states=True)
+        return {"logits": out.logits, "exit_logits": self.exits(out.hidden_states, attention_mask)}
+
+    def save_pretrained(self, out: str | Path) -> None:
+        """The classifier as usual (adapter or full model), the heads beside it in exits.safetensors."""
+        self.model.save_pretrained(out)
+        save_exits(self.exits, Path(out))
+
+
+def save_exits(exits: ExitHeads, out: Path) -> None:
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().contiguous().cpu() for k, v in exits.state_dict().items()}
+    save_file(tensors, str(out / EXITS_FILE), metadata={"layers": ",".join(map(str, exits.layers))})
+
+
+def load_exits(model_dir: Path) -> ExitHeads | None:
+    """The run's exit heads (None where it has none)."""
+    from safetensors import safe_open
+
+    path = Path(model_dir) / EXITS_FILE
+    if not path.is_file():
+        return None
+    with safe_open(str(path), "pt") as f:
+        layers = [int(k) for k in f.metadata()["layers"].split(",")]
+        state = {k: f.get_tensor(k) for k in f.keys()}
+    hidden, labels = state["heads.0.0.weight"].shape[1], state["heads.0.3.weight"].shape[0]
+    exits = ExitHeads(layers, hidden, labels)
+    exits.load_state_dict(state)
+    return exits.eval()
+
+
+def choose_thresholds(exit_probs: list[np.ndarray], final_pred: np.ndarray, target: float) -> list[float]:
+    """Per exit, in order, the smallest margin at which the sentences it lets out (of those still in) agree with the
+    final layer on >= target; 1 + eps where none does. Every exit then holds the target, so the whole does."""
+    from finsent.inference import margins
+
+    remaining = np.ones(len(final_pred), dtype=bool)
+    thresholds = []
+    for probs in exit_probs:
+        margin = margins(probs)
+        agree = probs.argmax(1) == final_pred
+        best = 1.0 + 1e-9
+        candidates = np.sort(np.unique(margin[remaining]))[::-1]
+        order = np.argsort(-margin[remaining], kind="stable")
+        hits = np.cumsum(agree[remaining][order])  # agreement of the top-j most confident sentences
+        for t in candidates:  # descending: stop at the first threshold whose exit falls below the target
+            j = int(np.searchsorted(-margin[remaining][order], -t, side="right"))
+            if hits[j - 1] / j < target:
+                break
+            best = float(t)
+        thresholds.append(best)
+        remaining &= margin < best
+    return thresholds
+
+
+# ---- segments: the model cut at its exit layers (the same modules run in PyTorch and are exported to ONNX) ----
+
+
+def extended_mask(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The additive [batch, 1, 1, tokens] mask BERT's eager attention adds to its scores."""
+    return (1.0 - attention_mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
+
+
+class FirstSegment(torch.nn.Module):
+    """Token ids -> embeddings -> layers [0, k) -> (exit logits, hidden states)."""
+
+    def __init__(self, model, exits: ExitHeads, i: int):
+        super().__init__()
+        base = model.base_model
+        self.embeddings, self.layers = base.embeddings, base.encoder.layer[: exits.layers[i]]
+        self.exits, self.i = exits, i
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None):
+        hidden = self.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
+        mask = extended_mask(attention_mask, hidden.dtype)
+        for layer in self.layers:
+            hidden = layer(hidden, mask)
+        return self.exits.head(self.i, hidden, attention_mask), hidden
+
+
+class MiddleSegment(torch.nn.Module):
+    """(hidden states, mask) -> layers [exit i-1, exit i) -> (exit logits, hidden states)."""
+
+    def __init__(self, model, exits: ExitHeads, i: int):
+        super().__init__()
+        self.layers = model.base_model.encoder.layer[exits.layers[i - 1] : exits.layers[i]]
+        self.exits, self.i = exits, i
+
+    def forward(self, hidden_states, attention_mask):
+        mask = extended_mask(attention_mask, hidden_states.dtype)
+        hidden = hidden_states
+        for layer in self.layers:
+            hidden = layer(hidden, mask)
+        return self.exits.head(self.i, hidden, attention_mask), hidden
+
+
+class LastSegment(torch.nn.Module):
+    """(hidden states, mask) -> the remaining layers -> pooler -> the model's own classifier -> logits."""
+
+    def __init__(self, model, exits: ExitHeads):
+        super().__init__()
+        base = model.base_model
+        self.layers = base.encoder.layer[exits.layers[-1] :]
+        self.pooler, self.classifier = base.pooler, model.classifier
+
+    def forward(self, hidden_states, attention_mask):
+        mask = extended_mask(attention_mask, hidden_states.dtype)
+        hidden = hidden_states
+        for layer in self.layers:
+            hidden = layer(hidden, mask)
+        return (self.classifier(self.pooler(hidden)),)
+
+
+def segments(model, exits: ExitHeads) -> list[torch.nn.Module]:
+    """The merged classifier cut at its exits: first, middle ones, last (eager attention, eval mode)."""
+    check_layers(exits.layers, int(model.config.num_hidden_layers), model.config.model_type)
+    model.set_attn_implementation("eager")  # takes the additive mask as given (and is what ONNX export traces)
+    parts = [FirstSegment(model, exits, 0)]
+    parts += [MiddleSegment(model, exits, i) for i in range(1, len(exits.layers))]
+    return [p.eval() for p in (*parts, LastSegment(model, exits))]
+
+
+def torch_segment_runner(module: torch.nn.Module):
+    """Run one segment module on numpy feeds -> list of numpy outputs (logits first)."""
+
+    def run(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        with torch.inference_mode():
+            out = module(**{k: torch.from_numpy(v) for k, v in feeds.items()})
+        return [t.float().numpy() for t in out]
+
+    return run
+
+
+class ExitBackend:
+    """Score a batch segment by segment: rows whose exit margin clears its threshold leave the batch there; the rest
+    go on (their padding trimmed to the longest remaining row). Returns the answering logits and, per row, the layer
+    that answered."""
+
+    early_exit = True
+
+    def __init__(self, runners: list, spec: dict, num_labels: int, tokenizer, input_names, backend: str):
+        self.runners, self.layers, self.thresholds = runners, list(spec["layers"]), list(spec["thresholds"])
+        self.spec, self.num_layers, self.num_labels = spec, int(spec["num_layers"]), num_labels
+        self.tokenizer, self.input_names = tokenizer, list(input_names)
+        self.name = f"early_exit({backend})"
+        self.answered = np.zeros(self.num_layers + 1, dtype=np.int64)  # sentences answered per layer since loading
+
+    def answered_by(self, layer: np.ndarray) -> list[str]:
+        np.add.at(self.answered, layer, 1)
+        return ["full" if k == self.num_layers else f"layer {k}" for k in layer.tolist()]
+
+    def metadata(self) -> dict:
+        total = int(self.answered.sum())
+        shares = {f"layer {k}": int(self.answered[k]) / total for k in self.layers} if total else None
+        return {
+            "exit_layers": self.layers,
+            "margin_thresholds": self.thresholds,
+            "num_layers": self.num_layers,
+            "agreement_target": self.spec.get("agreement_target"),
+            "answered_shares": shares,
+        }
+
+    def __call__(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        from finsent.inference import margins
+
+        mask = feeds["attention_mask"]
+        n = len(mask)
+        layer = np.full(n, self.num_layers, dtype=np.int64)
+        rows = np.arange(n)
+        logits, hidden = self.runners[0](feeds)
+        out = np.zeros((n, logits.shape[1]), dtype=np.float32)
+        for i, runner in enumerate(self.runners[1:]):
+            go = margins(softmax(logits)) >= self.thresholds[i]
+            out[rows[go]] = logits[go]
+            layer[rows[go]] = self.layers[i]
+            if go.all():
+                return out, layer
+            keep = ~go
+            rows, hidden, mask = rows[keep], hidden[keep], mask[keep]
+            width = int(mask.sum(1).max())
+            hidden, mask = np.ascontiguousarray(hidden[:, :width]), np.ascontiguousarray(mask[:, :width])
+            logits, *rest = runner({"hidden_states": hidden, "attention_mask": mask})
+            hidden = rest[0] if rest else None
+        out[rows] = logits
+        return out, layer
+
+
+def has_exits(model_dir: Path) -> bool:
+    from finsent.runs import read_model_info
+
+    return bool(read_model_info(model_dir).extra.get("exits"))
+
+
+def read_spec(model_dir: Path) -> dict:
+    """The run's exits as `finsent distill --exit_layers` stored them; one line where it has none."""
+    from finsent.runs import read_model_info
+
+    spec = read_model_info(model_dir).extra.get("exits")
+    if not spec:
+        raise FinsentError(
+            f"{model_dir}: this run has no early exits; train one with `finsent distill --teacher RUN --exit_layers 1 3`"
+        )
+    return spec
+
+
+def segment_files(n_exits: int, int8: bool) -> list[str]:
+    """The ONNX files of the segments, beside model.onnx / model.int8.onnx."""
+    return [f"exit_segment.{i}{'.int8' if int8 else ''}.onnx" for i in range(n_exits + 1)]
+
+
+def exit_backend(model_dir: Path, backend: str, num_threads: int | None, onnx_file: str, onnx_runtime: str):
+    """An ExitBackend over the run's segments: PyTorch modules (torch) or compiled ONNX files (onnx)."""
+    model_dir = Path(model_dir)
+    spec = read_spec(model_dir)
+    if backend == "torch":
+        from finsent.modeling import load_trained
+
+        exits = load_exits(model_dir)
+        if exits is None:
+            raise FinsentError(
+                f"{model_dir}: no {EXITS_FILE}; pass the run folder `finsent distill` wrote, or --backend onnx"
+            )
+        if num_threads:
+            torch.set_num_threads(num_threads)
+        model, tokenizer = load_trained(model_dir)
+        runners = [torch_segment_runner(m) for m in segments(model, exits)]
+        names = tokenizer.model_input_names
+        return ExitBackend(runners, spec, int(model.config.num_labels), tokenizer, names, "torch")
+    from finsent.inference import OnnxBackend, check_onnx_fresh, find_onnx
+
+    first = find_onnx(model_dir, onnx_file)
+    check_onnx_fresh(model_dir, first)
+    engines = []
+    for name in segment_files(len(spec["layers"]), onnx_file.endswith(".int8.onnx")):
+        path = first.parent / name
+        if not path.is_file():
+            raise FinsentError(
+                f"{path}: missing (an export made before the run had exits?); re-run `finsent export-onnx --model_dir {model_dir}`"
+            )
+        engines.append(OnnxBackend(path, num_threads, onnx_runtime))
+    tokenizer, names = engines[0].tokenizer, engines[0].input_names
+    return ExitBackend(
+        [e.outputs for e in engines], spec, engines[0].num_labels, tokenizer, names, f"onnx {onnx_runtime}"
+    )
+
+
+def exit_logits(model_dir: Path, texts: list[str], batch_size: int = 64) -> list[np.ndarray]:
+    """Every exit's logits and the final layer's (last) for texts, all rows through every segment (PyTorch)."""
+    from finsent.modeling import load_trained
+    from finsent.runs import read_model_info
+
+    model, tokenizer = load_trained(model_dir)
+    exits = load_exits(model_dir)
+    runners = [torch_segment_runner(m) for m in segments(model, exits)]
+    max_length = read_model_info(model_dir).max_length
+    parts: list[list[np.ndarray]] = [[] for _ in runners]
+    for start in range(0, len(texts), batch_size):
+        enc = tokenizer(texts[start : start + batch_size], truncation=True, max_length=max_length, padding=True)
+        feeds = {k: np.asarray(v, dtype=np.int64) for k, v in enc.items() if k in tokenizer.model_input_names}
+        mask = feeds["attention_mask"]
+        for i, runner in enumerate(runners):
+            logits, *rest = runner(feeds)
+            parts[i].append(logits)
+            if rest:
+                feeds = {"hidden_states": rest[0], "attention_mask": mask}
+    return [np.concatenate(p) if p else np.zeros((0, exits.heads[0][3].out_features), np.float32) for p in parts]
