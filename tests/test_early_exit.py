@@ -57,6 +57,8 @@ def test_exit_loss_adds_each_exit_learning_from_teacher_and_final_layer():
         kd_loss(final, labels, teacher, 0.5, 2.0) + 0.5 * kd_loss(exits[0], labels, teacher, 0.5, 2.0) + 0.5 * follow
     )
     assert torch.isclose(loss, expected, atol=1e-6)
+    only_final = exits_kd_loss(final, exits, labels, teacher, 0.5, 2.0, follow=1.0)  # --exit_follow 1
+    assert torch.isclose(only_final, kd_loss(final, labels, teacher, 0.5, 2.0) + follow, atol=1e-6)
     loss.backward()  # the final layer is not pulled towards its exits: its gradient is its own loss's alone
     alone = final.detach().clone().requires_grad_()
     kd_loss(alone, labels, teacher, 0.5, 2.0).backward()
@@ -68,6 +70,8 @@ def test_exit_layers_are_checked_before_training():
         with pytest.raises(FinsentError, match="--exit_layers"):
             DistillConfig(teacher="t", exit_layers=bad)
     assert DistillConfig(teacher="t", exit_layers=[1, 3]).exit_layers == [1, 3]
+    with pytest.raises(FinsentError, match="--exit_follow"):
+        DistillConfig(teacher="t", exit_layers=[1], exit_follow=1.5)
 
 
 @pytest.fixture(scope="module")
@@ -138,6 +142,8 @@ def test_predict_early_exit_answers_each_sentence_at_its_first_confident_exit(st
         scores = predictor.score(texts)
         assert set(scores.answered_by) == {where}
         assert [LABELS[i] for i in scores.probs.argmax(1)] == _expected(student, texts, forced)[0]
+    empty = predictor.score([])  # nothing in, nothing out (the tokenizer itself fails on an empty batch)
+    assert empty.probs.shape == (0, len(LABELS)) and empty.answered_by == []
     meta = predictor.metadata()
     assert meta["backend"] == "early_exit(torch)" and meta["early_exit"]["exit_layers"] == [1, 3]
     assert meta["early_exit"]["answered_shares"]["layer 1"] > 0
@@ -187,3 +193,22 @@ def test_an_export_without_segments_and_a_run_without_exits_are_one_line(exporte
     assert main(["predict", "--model_dir", str(teacher), "--early_exit", "Sales rose ."]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "finsent distill" in err
+
+
+@pytest.mark.slow
+def test_serve_early_exit_says_which_layer_answered(exported, phrasebank_zip, tmp_path):
+    import httpx
+    from test_serving import start_server, stop_server
+
+    texts = load_data(phrasebank_zip, "50").texts[:40]
+    expected = Predictor(exported, "onnx", early_exit=True).score(texts)
+    proc, url = start_server(exported, tmp_path / "serve.log", "--backend", "onnx", "--early_exit")
+    try:
+        body = httpx.post(url + "/predict", json={"texts": texts}, timeout=60).json()
+        meta = httpx.get(url + "/metadata", timeout=10).json()
+    finally:
+        stop_server(proc, tmp_path / "serve.log")
+    assert body["backend"] == "early_exit(onnx openvino)"
+    assert [p["answered_by"] for p in body["predictions"]] == expected.answered_by
+    assert [p["label"] for p in body["predictions"]] == [LABELS[i] for i in expected.probs.argmax(1)]
+    assert meta["early_exit"]["exit_layers"] == [1, 3] and sum(meta["early_exit"]["answered_shares"].values()) <= 1

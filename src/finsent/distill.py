@@ -68,6 +68,14 @@ class DistillConfig:
             "nargs": "+",
         },
     )
+    exit_follow: float = field(
+        default=1.0,
+        metadata={
+            "help": "with --exit_layers: the share of each exit's loss that follows the student's final layer (which "
+            "learns from the teacher); the rest learns from the teacher and the gold labels directly (default: 1: "
+            "exits that only follow the final layer agree with it best, bench/results/early_exit.md)"
+        },
+    )
 
     def __post_init__(self) -> None:
         if not 0 <= self.alpha <= 1:
@@ -86,6 +94,8 @@ class DistillConfig:
             raise FinsentError(
                 f"--exit_layers {' '.join(map(str, self.exit_layers or []))}: give increasing layer numbers from 1, e.g. 1 3"
             )
+        if not 0 <= self.exit_follow <= 1:
+            raise FinsentError(f"--exit_follow {self.exit_follow}: must be between 0 and 1")
         if self.unlabeled_agreement not in (*AGREEMENT_FILES, "none"):
             raise FinsentError(f"--unlabeled_agreement {self.unlabeled_agreement!r}: expected 50, 66, 75, all or none")
 
@@ -197,17 +207,19 @@ def kd_loss(student_logits, labels, teacher, alpha: float, temperature: float):
     return alpha * ce + (1 - alpha) * t * t * kl
 
 
-def exits_kd_loss(final_logits, exit_logits, labels, teacher, alpha: float, temperature: float):
-    """The final layer's kd_loss plus, per exit, half kd_loss (gold + teacher) and half T^2 * KL(final_T || exit_T),
-    the final layer's logits detached: exits learn from the teacher and from the model they stand in for."""
+def exits_kd_loss(final_logits, exit_logits, labels, teacher, alpha: float, temperature: float, follow: float = 0.5):
+    """The final layer's kd_loss plus, per exit, (1 - follow) * kd_loss (gold + teacher) + follow * T^2 *
+    KL(final_T || exit_T), the final layer's logits detached: exits learn from the teacher and from the model they
+    stand in for."""
     import torch.nn.functional as F
 
     loss = kd_loss(final_logits, labels, teacher, alpha, temperature)
     t = temperature
     target = F.log_softmax(final_logits.detach() / t, dim=-1)
     for logits in exit_logits:
-        follow = F.kl_div(F.log_softmax(logits / t, dim=-1), target, log_target=True, reduction="batchmean")
-        loss = loss + 0.5 * kd_loss(logits, labels, teacher, alpha, temperature) + 0.5 * t * t * follow
+        kl = F.kl_div(F.log_softmax(logits / t, dim=-1), target, log_target=True, reduction="batchmean")
+        own = kd_loss(logits, labels, teacher, alpha, temperature) if follow < 1 else 0.0
+        loss = loss + (1 - follow) * own + follow * t * t * kl
     return loss
 
 
@@ -227,7 +239,7 @@ def cascade_threshold(student_probs: np.ndarray, teacher_pred: np.ndarray, targe
     return best
 
 
-def trainer_class(alpha: float, temperature: float):
+def trainer_class(alpha: float, temperature: float, exit_follow: float = 0.5):
     """A transformers Trainer whose loss is `kd_loss` (validation batches carry no teacher logits: plain CE)."""
     from transformers import Trainer
 
@@ -243,7 +255,7 @@ def trainer_class(alpha: float, temperature: float):
             soft = None if teacher is None else teacher.float()
             if isinstance(outputs, dict) and "exit_logits" in outputs:  # a MultiExitModel (--exit_layers)
                 exits = [e.float() for e in outputs["exit_logits"]]
-                loss = exits_kd_loss(outputs["logits"].float(), exits, labels, soft, alpha, temperature)
+                loss = exits_kd_loss(outputs["logits"].float(), exits, labels, soft, alpha, temperature, exit_follow)
                 outputs = {"logits": outputs["logits"]}  # what evaluation scores: the final layer
             else:
                 loss = kd_loss(outputs.logits.float(), labels, soft, alpha, temperature)

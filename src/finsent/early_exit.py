@@ -211,6 +211,7 @@ class ExitBackend:
     that answered."""
 
     early_exit = True
+    window = 8  # Predictor hands over this many batches at a time: the hidden states of at most 8 x 32 sentences
 
     def __init__(self, runners: list, spec: dict, num_labels: int, tokenizer, input_names, backend: str):
         self.runners, self.layers, self.thresholds = runners, list(spec["layers"]), list(spec["thresholds"])
@@ -235,28 +236,51 @@ class ExitBackend:
         }
 
     def __call__(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        return self.score_batches([feeds])[0]
+
+    def score_batches(self, batches: list[dict[str, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(logits, answering layer) per batch. After each exit the rows still in, from all the batches, are
+        re-batched to the first batch's size in their order (length-sorted batches stay length-sorted), so that the
+        deeper segments run on full batches rather than on each batch's few leftovers."""
         from finsent.inference import margins
 
-        mask = feeds["attention_mask"]
-        n = len(mask)
-        layer = np.full(n, self.num_layers, dtype=np.int64)
-        rows = np.arange(n)
-        logits, hidden = self.runners[0](feeds)
-        out = np.zeros((n, logits.shape[1]), dtype=np.float32)
-        for i, runner in enumerate(self.runners[1:]):
-            go = margins(softmax(logits)) >= self.thresholds[i]
-            out[rows[go]] = logits[go]
-            layer[rows[go]] = self.layers[i]
-            if go.all():
-                return out, layer
-            keep = ~go
-            rows, hidden, mask = rows[keep], hidden[keep], mask[keep]
-            width = int(mask.sum(1).max())
-            hidden, mask = np.ascontiguousarray(hidden[:, :width]), np.ascontiguousarray(mask[:, :width])
-            logits, *rest = runner({"hidden_states": hidden, "attention_mask": mask})
-            hidden = rest[0] if rest else None
-        out[rows] = logits
-        return out, layer
+        size = max(len(b["attention_mask"]) for b in batches)
+        logits_out = [None] * len(batches)
+        layer_out = [np.full(len(b["attention_mask"]), self.num_layers, dtype=np.int64) for b in batches]
+        pending = []  # (batch, row, hidden states of the row's own tokens) still in
+        for b, feeds in enumerate(batches):
+            logits, hidden = self.runners[0](feeds)
+            logits_out[b] = logits.astype(np.float32, copy=True)
+            pending += self._leave(b, logits, hidden, feeds["attention_mask"].sum(1), 0, layer_out, margins)
+        for i, runner in enumerate(self.runners[1:], start=1):
+            still = []
+            for first in range(0, len(pending), size):
+                group = pending[first : first + size]
+                lengths = np.array([len(h) for _, _, h in group])
+                hidden = np.zeros((len(group), lengths.max(), group[0][2].shape[-1]), dtype=np.float32)
+                for j, (_, _, h) in enumerate(group):
+                    hidden[j, : len(h)] = h
+                mask = (np.arange(lengths.max()) < lengths[:, None]).astype(np.int64)
+                logits, *rest = runner({"hidden_states": hidden, "attention_mask": mask})
+                for j, (b, r, _) in enumerate(group):
+                    logits_out[b][r] = logits[j]
+                if rest:
+                    rows = [(b, r) for b, r, _ in group]
+                    still += self._leave(rows, logits, rest[0], lengths, i, layer_out, margins)
+            pending = still
+        return list(zip(logits_out, layer_out))
+
+    def _leave(self, where, logits, hidden, lengths, i: int, layer_out, margins) -> list:
+        """Mark the rows whose exit i is confident as answered there; return the others with their hidden states."""
+        go = margins(softmax(logits)) >= self.thresholds[i]
+        rows = [(where, r) for r in range(len(logits))] if isinstance(where, int) else where
+        still = []
+        for j, (b, r) in enumerate(rows):
+            if go[j]:
+                layer_out[b][r] = self.layers[i]
+            else:
+                still.append((b, r, hidden[j, : lengths[j]]))
+        return still
 
 
 def has_exits(model_dir: Path) -> bool:
@@ -301,11 +325,16 @@ def exit_backend(model_dir: Path, backend: str, num_threads: int | None, onnx_fi
         names = tokenizer.model_input_names
         return ExitBackend(runners, spec, int(model.config.num_labels), tokenizer, names, "torch")
     from finsent.inference import OnnxBackend, check_onnx_fresh, find_onnx
+    from finsent.runs import read_export_info
 
     first = find_onnx(model_dir, onnx_file)
     check_onnx_fresh(model_dir, first)
+    int8 = onnx_file.endswith(".int8.onnx")
+    chosen = (read_export_info(first.parent).get("early_exit_segments") or {}).get("int8_thresholds")
+    if int8 and chosen:  # chosen at export on the int8 segments themselves (their margins differ a little)
+        spec = {**spec, "thresholds": chosen["thresholds"]}
     engines = []
-    for name in segment_files(len(spec["layers"]), onnx_file.endswith(".int8.onnx")):
+    for name in segment_files(len(spec["layers"]), int8):
         path = first.parent / name
         if not path.is_file():
             raise FinsentError(
@@ -318,23 +347,49 @@ def exit_backend(model_dir: Path, backend: str, num_threads: int | None, onnx_fi
     )
 
 
-def exit_logits(model_dir: Path, texts: list[str], batch_size: int = 64) -> list[np.ndarray]:
-    """Every exit's logits and the final layer's (last) for texts, all rows through every segment (PyTorch)."""
-    from finsent.modeling import load_trained
-    from finsent.runs import read_model_info
-
-    model, tokenizer = load_trained(model_dir)
-    exits = load_exits(model_dir)
-    runners = [torch_segment_runner(m) for m in segments(model, exits)]
-    max_length = read_model_info(model_dir).max_length
+def all_logits(runners: list, batches: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
+    """Every exit's logits and the final layer's (last), all rows through every segment."""
     parts: list[list[np.ndarray]] = [[] for _ in runners]
-    for start in range(0, len(texts), batch_size):
-        enc = tokenizer(texts[start : start + batch_size], truncation=True, max_length=max_length, padding=True)
-        feeds = {k: np.asarray(v, dtype=np.int64) for k, v in enc.items() if k in tokenizer.model_input_names}
+    for feeds in batches:
         mask = feeds["attention_mask"]
         for i, runner in enumerate(runners):
             logits, *rest = runner(feeds)
             parts[i].append(logits)
             if rest:
                 feeds = {"hidden_states": rest[0], "attention_mask": mask}
-    return [np.concatenate(p) if p else np.zeros((0, exits.heads[0][3].out_features), np.float32) for p in parts]
+    return [np.concatenate(p) for p in parts]
+
+
+def exit_logits(model_dir: Path, texts: list[str], batch_size: int = 64) -> list[np.ndarray]:
+    """all_logits of the run in PyTorch for texts."""
+    from finsent.modeling import load_trained
+    from finsent.runs import read_model_info
+
+    model, tokenizer = load_trained(model_dir)
+    runners = [torch_segment_runner(m) for m in segments(model, load_exits(model_dir))]
+    max_length = read_model_info(model_dir).max_length
+    batches = []
+    for start in range(0, len(texts), batch_size):
+        enc = tokenizer(texts[start : start + batch_size], truncation=True, max_length=max_length, padding=True)
+        batches.append({k: np.asarray(v, dtype=np.int64) for k, v in enc.items() if k in tokenizer.model_input_names})
+    return all_logits(runners, batches)
+
+
+def threshold_texts(model_dir: Path, data_path: str | Path | None) -> list[str]:
+    """The sentences `finsent distill` chose the exit thresholds on (validation + held-out), found by their hashes
+    in the run's PhraseBank data (a user's --unlabeled file is not re-read: its sentences are left out)."""
+    from finsent.data import load_data
+    from finsent.distill import sentence_hash
+    from finsent.runs import read_results, read_sentences
+
+    source = read_results(model_dir, check=False).get("data") or {}
+    path = data_path or source.get("path")
+    seen = read_sentences(model_dir) or {}
+    wanted = list(seen.get("val") or ()) + list(seen.get("threshold") or ())
+    if not path or not Path(path).exists() or not wanted:
+        return []
+    pool = load_data(path, source.get("agreement") or "all").texts
+    if source.get("format") == "phrasebank":
+        pool += load_data(path, "50").texts  # every PhraseBank sentence: the held-out unlabeled ones among them
+    by_hash = {sentence_hash(t): t for t in pool}
+    return [by_hash[h] for h in wanted if h in by_hash]

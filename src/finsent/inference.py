@@ -321,6 +321,8 @@ class Predictor:
         return self._tokenize(texts)
 
     def _tokenize(self, texts: Sequence[str], tokenizer=None) -> tuple[list[list[int]], np.ndarray]:
+        if not texts:  # the tokenizer fails on an empty batch
+            return [], np.zeros(0, dtype=bool)
         tokenizer = tokenizer or self.tokenizer
         max_length = self.info.max_length
         ids = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
@@ -375,12 +377,17 @@ class Predictor:
         for start, ids, trunc in self.encode_chunks(texts):
             truncated[start : start + len(ids)] = trunc
             order = np.argsort(np.fromiter(map(len, ids), dtype=np.int64, count=len(ids)), kind="stable")
-            for first in range(0, len(order), self.batch_size):
-                idx = order[first : first + self.batch_size]
-                result = self.backend(self._feeds([ids[i] for i in idx]))
-                if layer is not None:
-                    result, layer[start + idx] = result
-                out[start + idx] = result
+            groups = [order[first : first + self.batch_size] for first in range(0, len(order), self.batch_size)]
+            if layer is None:
+                for idx in groups:
+                    out[start + idx] = self.backend(self._feeds([ids[i] for i in idx]))
+                continue
+            window = self.backend.window  # batches re-batched together after each exit
+            for w in range(0, len(groups), window):
+                part = groups[w : w + window]
+                scored = self.backend.score_batches([self._feeds([ids[i] for i in idx]) for idx in part])
+                for idx, (logits, where) in zip(part, scored):
+                    out[start + idx], layer[start + idx] = logits, where
         return out, truncated, layer
 
     def logits(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:

@@ -91,6 +91,9 @@ class Prediction(BaseModel):
     confidence: float = Field(description="probability of the predicted label")
     probabilities: dict[str, float] = Field(description="one calibrated probability per label")
     truncated: bool = Field(description="the text was longer than the model's max length and was cut")
+    answered_by: str | None = Field(
+        default=None, description="with --cascade or --early_exit only: the model or layer that answered"
+    )
 
 
 class PredictResponse(BaseModel):
@@ -339,7 +342,13 @@ def create_app(
         }
     }
 
-    @app.post("/predict", response_model=PredictResponse, summary="Score 1 to 1,000 sentences", openapi_extra=json_body)
+    @app.post(
+        "/predict",
+        response_model=PredictResponse,
+        response_model_exclude_none=True,
+        summary="Score 1 to 1,000 sentences",
+        openapi_extra=json_body,
+    )
     async def predict(request: Request) -> dict:
         if media_type(request) not in JSON_TYPES:
             raise unsupported_media_type(media_type(request), JSON_TYPES)
@@ -370,7 +379,7 @@ def create_app(
             raise unsupported_media_type(kind, JSON_TYPES + CSV_TYPES)
         if "text/csv" in request.headers.get("accept", ""):
             return Response(predictions_csv(result["predictions"], list(predictor.labels)), media_type="text/csv")
-        return JSONResponse(jsonable_encoder(PredictResponse(**result)))
+        return JSONResponse(jsonable_encoder(PredictResponse(**result), exclude_none=True))
 
     @app.post(
         "/analyze",

@@ -285,7 +285,11 @@ def train(cfg: TrainConfig, log=print, distill: DistillConfig | None = None) -> 
         data_seed=cfg.seed,
         **_precision_flags(),
     )
-    trainer_cls = Trainer if distill is None else kd.trainer_class(distill.alpha, distill.distill_temperature)
+    trainer_cls = (
+        Trainer
+        if distill is None
+        else kd.trainer_class(distill.alpha, distill.distill_temperature, distill.exit_follow)
+    )
     train_part, soft = (splits.train, None) if student is None else (student["train"], student["teacher_logits"])
     trainer = trainer_cls(
         model=model,
