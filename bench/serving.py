@@ -43,7 +43,11 @@ WORKERS = {
     "onnx_ort": "finsent, onnx int8, the same file on onnxruntime",
     "onnx": "finsent, onnx int8 (OpenVINO, the default)",
 }
+# with --early_exit_dir (a student with exits trained with it, `finsent distill --exit_layers`): its early exit
+EARLY_EXIT = "finsent, onnx int8 early exit (OpenVINO), --early_exit_dir"
 GOAL = {"onnx_sentences_per_s": 800, "speedup_vs_pipeline_b32": 6}
+EARLY_EXIT_GOAL = {"sentences_per_s": 1500, "agreement": 0.995}
+WARMUP = 1000  # sentences scored untimed before each backend's timed run (of the same sentences)
 SERVER_GOAL = {"requests_per_s": 1000, "p99_ms": 50, "clients": 16}
 GEMM = (4096, 384, 1536)  # M x K x N of the peak measurement: a batch of tokens through an FFN-sized layer
 CPU_FLAGS = (
@@ -197,7 +201,9 @@ def run_worker(kind: str, model_dir: str, data_path: str, n: int, threads: int, 
         from finsent.inference import Predictor
         from finsent.runs import ONNX_FP32, ONNX_INT8
 
-        if kind.startswith("candidate:"):
+        if kind == "early_exit":
+            predictor = Predictor(model_dir, "onnx", batch_size=batch_size, num_threads=threads, early_exit=True)
+        elif kind.startswith("candidate:"):
             name = kind.split(":", 1)[1]
             predictor = load_candidates().predictor(
                 Path(model_dir), name, Path(model_dir) / "candidates", threads, batch_size
@@ -217,7 +223,7 @@ def run_worker(kind: str, model_dir: str, data_path: str, n: int, threads: int, 
             )
         run = lambda xs: [predictor.labels[i] for i in predictor.score(xs).probs.argmax(1)]  # noqa: E731
     load_s = time.perf_counter() - t0
-    run(texts[:64])  # warm-up
+    run(texts[:WARMUP])  # warm-up: OpenVINO compiles each new input shape on first sight, the exit path sees more
     tokenize_s = None
     if predictor is not None:  # the same tokenizer calls the Predictor makes, timed alone
         t0 = time.perf_counter()
@@ -228,14 +234,21 @@ def run_worker(kind: str, model_dir: str, data_path: str, n: int, threads: int, 
     t0 = time.perf_counter()
     labels = run(texts)
     seconds = time.perf_counter() - t0
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before anything else is loaded
+    extra = {}
+    if kind == "early_exit":  # its agreement with its own full model (the final layer, int8, as served)
+        final = Predictor(model_dir, "onnx", batch_size=batch_size, num_threads=threads)
+        full = [final.labels[i] for i in final.score(texts).probs.argmax(1)]
+        extra["agreement_with_final_layer"] = float(np.mean([a == b for a, b in zip(labels, full)]))
     return {
+        **extra,
         "tokenize_share": tokenize_s / seconds if tokenize_s is not None else None,
         "kind": kind,
         "n": n,
         "seconds": seconds,
         "sentences_per_s": n / seconds,
         "load_s": load_s,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb,
         "labels": labels,
         "loadavg_before": load_before,
         "loadavg_after": load_average(),
@@ -438,12 +451,17 @@ def roofline(result: dict) -> None:
     peaks = result["peaks"]
     peak = {"int8": max(peaks.get("int8", 0), peaks.get("int8_onnxruntime", 0)), "fp32": peaks.get("fp32", 0)}
     for r in result["throughput"]:
+        if r["kind"] == "early_exit":  # another model, most sentences through part of it: not this model's roofline
+            r["macs_per_s"] = r["share_of_int8_peak"] = r["share_of_fp32_peak"] = None
+            continue
         r["macs_per_s"] = r["sentences_per_s"] * result["model"]["macs_per_sentence"]
         for dtype in ("int8", "fp32"):
             r[f"share_of_{dtype}_peak"] = r["macs_per_s"] / peak[dtype] if peak[dtype] else None
 
 
 def label(kind: str) -> str:
+    if kind == "early_exit":
+        return EARLY_EXIT
     return WORKERS.get(kind) or f"candidate {kind.split(':', 1)[1]}"
 
 
@@ -471,11 +489,21 @@ def markdown(result: dict) -> str:
     ]
     for r in rows:
         share = f"{r['tokenize_share']:.0%}" if r.get("tokenize_share") is not None else ""
+        exits = r["kind"] == "early_exit"
+        roof = (
+            "| | |"
+            if exits
+            else f"{r['macs_per_s'] / 1e9:.0f} | {r['share_of_int8_peak']:.0%} | {r['share_of_fp32_peak']:.0%} |"
+        )
+        agree = (
+            f"{r['agreement_with_final_layer']:.2%} with its final layer"
+            if exits
+            else f"{r['agreement_with_torch']:.2%}"
+        )
         lines.append(
             f"| {label(r['kind'])} | {r['sentences_per_s']:.0f} | {r['sentences_per_s'] / base['pipeline']:.1f}x | "
-            f"{r['sentences_per_s'] / base['pipeline_b32']:.1f}x | {r['macs_per_s'] / 1e9:.0f} | "
-            f"{r['share_of_int8_peak']:.0%} | {r['share_of_fp32_peak']:.0%} | {share} | {r['peak_rss_mb']:.0f} | "
-            f"{r['agreement_with_torch']:.2%} | {r['loadavg_before'][0]:.1f} / {r['loadavg_after'][0]:.1f} |"
+            f"{r['sentences_per_s'] / base['pipeline_b32']:.1f}x | {roof} {share} | {r['peak_rss_mb']:.0f} | "
+            f"{agree} | {r['loadavg_before'][0]:.1f} / {r['loadavg_after'][0]:.1f} |"
         )
     if not result["latency"]:
         lines += ["", "Server: not measured (--no_server)."]
@@ -511,6 +539,20 @@ def markdown(result: dict) -> str:
             f"ms, {ab['errors']} errors: **{'met' if ok else 'not met'}**.",
         ]
     g = result["goal"]
+    exit_row = next((r for r in rows if r["kind"] == "early_exit"), None)
+    if exit_row:
+        ok = (
+            exit_row["sentences_per_s"] >= EARLY_EXIT_GOAL["sentences_per_s"]
+            and exit_row["agreement_with_final_layer"] >= EARLY_EXIT_GOAL["agreement"]
+        )
+        lines += [
+            "",
+            f"Early exit ({result['early_exit_dir']}): goal >= {EARLY_EXIT_GOAL['sentences_per_s']} sentences/s at >= "
+            f"{EARLY_EXIT_GOAL['agreement']:.1%} agreement with its full model. Measured "
+            f"{exit_row['sentences_per_s']:.0f} sentences/s at {exit_row['agreement_with_final_layer']:.2%} on these "
+            f"sentences: **{'met' if ok else 'not met'}** (agreement on sentences its thresholds never saw: "
+            "bench/results/early_exit.md).",
+        ]
     lines += [
         "",
         f"Goal: onnx int8 >= {GOAL['onnx_sentences_per_s']} sentences/s and >= {GOAL['speedup_vs_pipeline_b32']}x the batched "
@@ -536,6 +578,12 @@ def main() -> int:
         default=[],
         metavar="NAME",
         help="also time these bench/onnx_candidates.py candidates, built in <model_dir>/candidates/",
+    )
+    ap.add_argument(
+        "--early_exit_dir",
+        default=None,
+        help="also time the early exit of this run with exits (`finsent distill --exit_layers`), e.g. a student of "
+        "the same teacher",
     )
     ap.add_argument("--no_server", action="store_true", help="skip the server latency measurement")
     ap.add_argument(
@@ -573,7 +621,7 @@ def main() -> int:
     print(f"load average {machine['loadavg_start']} on {machine['cpus']} CPUs", file=sys.stderr)
     rows, peaks = [], {}
 
-    def worker(kind: str) -> dict:
+    def worker(kind: str, model_dir: str | None = None) -> dict:
         with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as tmp:
             out = Path(tmp.name)
         subprocess.run(
@@ -585,7 +633,7 @@ def main() -> int:
                 "--worker_out",
                 str(out),
                 "--model_dir",
-                args.model_dir,
+                model_dir or args.model_dir,
                 "--data_path",
                 args.data_path,
                 "--n",
@@ -612,6 +660,9 @@ def main() -> int:
             f"load {rows[-1]['loadavg_before']}",
             file=sys.stderr,
         )
+    if args.early_exit_dir:
+        rows.append(worker("early_exit", args.early_exit_dir))
+        print(f"{EARLY_EXIT}: {rows[-1]['sentences_per_s']:.0f} sentences/s", file=sys.stderr)
     ref = next((r["labels"] for r in rows if r["kind"] == "torch"), None)
     for r in rows:
         labels = r.pop("labels")
@@ -661,6 +712,7 @@ def main() -> int:
         "latency": latency,
         "goal": goal,
         "goal_definition": GOAL,
+        "early_exit_dir": args.early_exit_dir,
     }
     roofline(result)
     write_json(Path(args.out + ".json"), result)

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from finsent.errors import FinsentError
+from finsent.inference import margins
 from finsent.metrics import softmax
 
 EXITS_FILE = "exits.safetensors"
@@ -106,8 +107,6 @@ def load_exits(model_dir: Path) -> ExitHeads | None:
 def choose_thresholds(exit_probs: list[np.ndarray], final_pred: np.ndarray, target: float) -> list[float]:
     """Per exit, in order, the smallest margin at which the sentences it lets out (of those still in) agree with the
     final layer on >= target; 1 + eps where none does. Every exit then holds the target, so the whole does."""
-    from finsent.inference import margins
-
     remaining = np.ones(len(final_pred), dtype=bool)
     thresholds = []
     for probs in exit_probs:
@@ -242,8 +241,6 @@ class ExitBackend:
         """(logits, answering layer) per batch. After each exit the rows still in, from all the batches, are
         re-batched to the first batch's size in their order (length-sorted batches stay length-sorted), so that the
         deeper segments run on full batches rather than on each batch's few leftovers."""
-        from finsent.inference import margins
-
         size = max(len(b["attention_mask"]) for b in batches)
         logits_out = [None] * len(batches)
         layer_out = [np.full(len(b["attention_mask"]), self.num_layers, dtype=np.int64) for b in batches]
@@ -251,7 +248,7 @@ class ExitBackend:
         for b, feeds in enumerate(batches):
             logits, hidden = self.runners[0](feeds)
             logits_out[b] = logits.astype(np.float32, copy=True)
-            pending += self._leave(b, logits, hidden, feeds["attention_mask"].sum(1), 0, layer_out, margins)
+            pending += self._leave(b, logits, hidden, feeds["attention_mask"].sum(1), 0, layer_out)
         for i, runner in enumerate(self.runners[1:], start=1):
             still = []
             for first in range(0, len(pending), size):
@@ -266,11 +263,11 @@ class ExitBackend:
                     logits_out[b][r] = logits[j]
                 if rest:
                     rows = [(b, r) for b, r, _ in group]
-                    still += self._leave(rows, logits, rest[0], lengths, i, layer_out, margins)
+                    still += self._leave(rows, logits, rest[0], lengths, i, layer_out)
             pending = still
         return list(zip(logits_out, layer_out))
 
-    def _leave(self, where, logits, hidden, lengths, i: int, layer_out, margins) -> list:
+    def _leave(self, where, logits, hidden, lengths, i: int, layer_out) -> list:
         """Mark the rows whose exit i is confident as answered there; return the others with their hidden states."""
         go = margins(softmax(logits)) >= self.thresholds[i]
         rows = [(where, r) for r in range(len(logits))] if isinstance(where, int) else where
