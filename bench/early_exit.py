@@ -163,7 +163,7 @@ def child_row(spec: dict) -> dict:
 
 def isolated(name: str, kind: str, model_dir: Path, args, exit_dir: Path | None = None) -> dict:
     """child_row in a fresh process: rows timed one after the other in one process slowed the later ones (each
-    OpenVINO model there keeps its own thread pool; the same model measured 843/s there and 990/s alone)."""
+    OpenVINO model there keeps its own thread pool; the same model measured 843/s there and 987/s alone)."""
     import json
 
     spec = {"name": name, "kind": kind, "model_dir": str(model_dir), "exit_dir": str(exit_dir) if exit_dir else None}
