@@ -50,42 +50,16 @@ def finsent(*argv: str) -> None:
     subprocess.run([sys.executable, "-m", "finsent", *argv], check=True)
 
 
-def ensure_exit(run: Path, exit_dir: Path, layers: int, data: dict, data_path: str, unlabeled: list[str]) -> None:
-    """Distill the exit from the run (its split and seed) if it is not there yet, and export it to ONNX."""
-    if not (exit_dir / "results.json").is_file():
-        finsent(
-            "distill",
-            "--teacher",
-            str(run),
-            "--num_layers",
-            str(layers),
-            *RECIPE,
-            *unlabeled,
-            "--data_path",
-            data_path,
-            "--agreement",
-            str(data["agreement"]),
-            "--seed",
-            str(data["seed"]),
-            "--output_dir",
-            str(exit_dir),
-        )
-    ensure_onnx(exit_dir)
-
-
-def ensure_multi(run: Path, out: Path, layers: list[int], data: dict, data_path: str, unlabeled: list[str]) -> None:
-    """Distill a student with exits after `layers` from the run's teacher (its split and seed), then export it."""
-    from finsent.runs import read_results
-
+def ensure_distilled(
+    teacher: str, out: Path, flags: list[str], data: dict, data_path: str, unlabeled: list[str]
+) -> None:
+    """Distill `out` from `teacher` with the run's split and seed if it is not there yet, and export it to ONNX."""
     if not (out / "results.json").is_file():
-        teacher = read_results(run)["teacher"]["run"]
         finsent(
             "distill",
             "--teacher",
             teacher,
-            "--exit_layers",
-            *map(str, layers),
-            *MULTI_RECIPE,
+            *flags,
             *unlabeled,
             "--data_path",
             data_path,
@@ -235,7 +209,8 @@ def main(argv=None) -> int:
     seen = set(used) | set(threshold)
     unseen = [t for t in outside if t not in seen]
     for layers in args.num_layers:
-        ensure_exit(run, exits_root / f"L{layers}", layers, data, args.data_path, unlabeled)
+        flags = ["--num_layers", str(layers), *RECIPE]  # an exit is distilled from the run itself
+        ensure_distilled(str(run), exits_root / f"L{layers}", flags, data, args.data_path, unlabeled)
     ensure_onnx(run)
     full = Predictor(run, "onnx", num_threads=args.threads)
     parts = {"test": splits.test.texts, "unseen": unseen}
@@ -265,7 +240,8 @@ def main(argv=None) -> int:
     multi: list[dict] = []
     if args.exit_layers:
         mdir = exits_root / f"multi-L{'-'.join(map(str, args.exit_layers))}"
-        ensure_multi(run, mdir, args.exit_layers, data, args.data_path, unlabeled)
+        flags = ["--exit_layers", *map(str, args.exit_layers), *MULTI_RECIPE]  # from the run's own teacher
+        ensure_distilled(read_results(run)["teacher"]["run"], mdir, flags, data, args.data_path, unlabeled)
         multi = multi_exit_rows(mdir, parts, gold, args)
 
     result = {
