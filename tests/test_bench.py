@@ -273,3 +273,31 @@ def test_ab_level_reads_ab_s_report_from_a_real_server():
     assert bodies[0] == {"texts": ["Sales rose ."]} and len(bodies) - 2 <= level["requests"] <= len(bodies)
     assert len(bodies) // 5 - 2 <= level["errors"] <= len(bodies) // 5 and level["requests_per_s"] > 0
     assert 0 <= level["p50_ms"] <= level["p99_ms"] and level["clients"] == 2
+
+
+def test_serving_report_judges_the_early_exit_on_speed_and_agreement_with_its_own_model():
+    serving = load_script("serving")
+
+    def row(kind, speed, **extra):
+        return {"kind": kind, "sentences_per_s": speed, "tokenize_share": 0.1, "peak_rss_mb": 800.0,
+                "agreement_with_torch": 1.0, "loadavg_before": [1.0], "loadavg_after": [1.0], **extra}  # fmt: skip
+
+    def report(speed, agreement):
+        result = {
+            "created_at": "now", "command": "c", "threads": 2, "batch_size": 32, "n": 100, "latency": [],
+            "machine": {"cpu": "x", "cpus": 2, "cpu_flags": [], "loadavg_start": [1], "loadavg_end": [1]},
+            "model": {"version": "v", "model_name": "m", "max_length": 128, "macs_per_sentence": 3e8, "mean_tokens": 30},
+            "peaks": {"int8": 5e11, "fp32": 2e11},
+            "throughput": [row("pipeline", 100), row("pipeline_b32", 120), row("onnx", 1000),
+                           row("early_exit", speed, agreement_with_final_layer=agreement)],
+            "goal": {"onnx_sentences_per_s": 1000, "speedup_vs_pipeline_b1": 10, "speedup_vs_pipeline_b32": 8.3, "met": True},
+            "early_exit_dir": "runs/exits",
+        }  # fmt: skip
+        serving.roofline(result)
+        return serving.markdown(result)
+
+    md = report(1600, 0.996)
+    assert "| 1600 | 16.0x | 13.3x | | | | 10% | 800 | 99.60% with its final layer |" in md
+    assert "Measured 1600 sentences/s at 99.60% on these sentences: **met**" in md
+    assert "at 99.40% on these sentences: **not met**" in report(1600, 0.994)  # fast, but agrees too little
+    assert "Measured 1400 sentences/s at 99.60% on these sentences: **not met**" in report(1400, 0.996)
