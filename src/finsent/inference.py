@@ -177,10 +177,8 @@ class OnnxBackend:
         def run(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
             if not hasattr(requests, "request"):
                 requests.request = compiled.create_infer_request()
-            result = requests.request.infer(feeds)
-            return [
-                result[i].copy() for i in range(len(compiled.outputs))
-            ]  # output buffers are reused by the next call
+            result = requests.request.infer(feeds)  # its output buffers are reused by the next call: copy them
+            return [result[i].copy() for i in range(len(compiled.outputs))]
 
         self._run = run
 
