@@ -16,6 +16,7 @@ from finsent.early_exit import (
     choose_thresholds,
     exit_logits,
     load_exits,
+    route,
     segment_files,
 )
 from finsent.errors import FinsentError
@@ -39,6 +40,8 @@ def test_thresholds_hold_the_agreement_exit_by_exit():
     assert np.isclose(t2, 0.1)
     out = margins(first) >= t1
     assert out.tolist() == [True, True, False, False, False, False]
+    assert route([first, second], [t1, t2]).tolist() == [0, 0, 1, 1, 1, 1]  # the earliest confident exit answers
+    assert route([first, second], [t1, 0.5]).tolist() == [0, 0, 1, 1, 2, 1]  # row 4 (margin 0.1): the final layer
     assert choose_thresholds([first], final, 0.5)[0] <= 0.4  # a looser target lets the disagreeing one out too
     never = choose_thresholds([np.array([[0.5, 0.5, 0.0]])], np.array([2]), 0.99)
     assert never[0] > 1  # no margin works: nothing leaves at that exit

@@ -129,9 +129,24 @@ def choose_thresholds(exit_probs: list[np.ndarray], final_pred: np.ndarray, targ
 # ---- segments: the model cut at its exit layers (the same modules run in PyTorch and are exported to ONNX) ----
 
 
+def route(exit_probs: list[np.ndarray], thresholds: list[float]) -> np.ndarray:
+    """Per row, the index of the first exit whose margin clears its threshold; len(exit_probs): the final layer."""
+    where = np.full(len(exit_probs[0]) if exit_probs else 0, len(exit_probs), dtype=np.int64)
+    for i in reversed(range(len(exit_probs))):  # the earliest confident exit wins
+        where[margins(exit_probs[i]) >= thresholds[i]] = i
+    return where
+
+
 def extended_mask(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """The additive [batch, 1, 1, tokens] mask BERT's eager attention adds to its scores."""
     return (1.0 - attention_mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
+
+
+def run_layers(layers, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    mask = extended_mask(attention_mask, hidden.dtype)
+    for layer in layers:
+        hidden = layer(hidden, mask)
+    return hidden
 
 
 class FirstSegment(torch.nn.Module):
@@ -145,9 +160,7 @@ class FirstSegment(torch.nn.Module):
 
     def forward(self, input_ids, attention_mask, token_type_ids=None):
         hidden = self.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
-        mask = extended_mask(attention_mask, hidden.dtype)
-        for layer in self.layers:
-            hidden = layer(hidden, mask)
+        hidden = run_layers(self.layers, hidden, attention_mask)
         return self.exits.head(self.i, hidden, attention_mask), hidden
 
 
@@ -160,10 +173,7 @@ class MiddleSegment(torch.nn.Module):
         self.exits, self.i = exits, i
 
     def forward(self, hidden_states, attention_mask):
-        mask = extended_mask(attention_mask, hidden_states.dtype)
-        hidden = hidden_states
-        for layer in self.layers:
-            hidden = layer(hidden, mask)
+        hidden = run_layers(self.layers, hidden_states, attention_mask)
         return self.exits.head(self.i, hidden, attention_mask), hidden
 
 
@@ -177,10 +187,7 @@ class LastSegment(torch.nn.Module):
         self.pooler, self.classifier = base.pooler, model.classifier
 
     def forward(self, hidden_states, attention_mask):
-        mask = extended_mask(attention_mask, hidden_states.dtype)
-        hidden = hidden_states
-        for layer in self.layers:
-            hidden = layer(hidden, mask)
+        hidden = run_layers(self.layers, hidden_states, attention_mask)
         return (self.classifier(self.pooler(hidden)),)
 
 
@@ -370,23 +377,3 @@ def exit_logits(model_dir: Path, texts: list[str], batch_size: int = 64) -> list
         enc = tokenizer(texts[start : start + batch_size], truncation=True, max_length=max_length, padding=True)
         batches.append({k: np.asarray(v, dtype=np.int64) for k, v in enc.items() if k in tokenizer.model_input_names})
     return all_logits(runners, batches)
-
-
-def threshold_texts(model_dir: Path, data_path: str | Path | None) -> list[str]:
-    """The sentences `finsent distill` chose the exit thresholds on (validation + held-out), found by their hashes
-    in the run's PhraseBank data (a user's --unlabeled file is not re-read: its sentences are left out)."""
-    from finsent.data import load_data
-    from finsent.distill import sentence_hash
-    from finsent.runs import read_results, read_sentences
-
-    source = read_results(model_dir, check=False).get("data") or {}
-    path = data_path or source.get("path")
-    seen = read_sentences(model_dir) or {}
-    wanted = list(seen.get("val") or ()) + list(seen.get("threshold") or ())
-    if not path or not Path(path).exists() or not wanted:
-        return []
-    pool = load_data(path, source.get("agreement") or "all").texts
-    if source.get("format") == "phrasebank":
-        pool += load_data(path, "50").texts  # every PhraseBank sentence: the held-out unlabeled ones among them
-    by_hash = {sentence_hash(t): t for t in pool}
-    return [by_hash[h] for h in wanted if h in by_hash]

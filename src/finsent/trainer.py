@@ -170,20 +170,15 @@ def _store_exits(out: Path, distill: DistillConfig, texts: list[str], num_layers
     """Choose each exit's margin threshold on validation (and the held-out unlabeled sentences) against the final
     layer, and keep them in the run's finsent_model.json."""
     from finsent import early_exit
-    from finsent.inference import margins
     from finsent.metrics import softmax
 
     *exits, final = early_exit.exit_logits(out, texts)
     probs = [softmax(e) for e in exits]
     final_pred = final.argmax(1)
     thresholds = early_exit.choose_thresholds(probs, final_pred, distill.cascade_agreement)
-    remaining = np.ones(len(texts), dtype=bool)
-    shares, agree = [], np.ones(len(texts), dtype=bool)
-    for p, t in zip(probs, thresholds):
-        go = remaining & (margins(p) >= t)
-        shares.append(float(go.mean()))
-        agree[go] = p.argmax(1)[go] == final_pred[go]
-        remaining &= ~go
+    where = early_exit.route(probs, thresholds)
+    labels = np.stack([p.argmax(1) for p in probs] + [final_pred])[where, np.arange(len(texts))]
+    shares = [float(np.mean(where == i)) for i in range(len(probs))]
     spec = {
         "layers": list(distill.exit_layers),
         "thresholds": thresholds,
@@ -191,7 +186,7 @@ def _store_exits(out: Path, distill: DistillConfig, texts: list[str], num_layers
         "agreement_target": distill.cascade_agreement,
         "threshold_sentences": len(texts),
         "val_exit_shares": shares,
-        "val_agreement": float(agree.mean()),
+        "val_agreement": float(np.mean(labels == final_pred)),
     }
     info = read_model_info(out)
     write_model_info(out, dataclasses.replace(info, extra={**info.extra, "exits": spec}))

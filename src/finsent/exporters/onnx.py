@@ -330,11 +330,10 @@ def int8_nodes(path: Path) -> int:
     return sum(n.op_type in ("MatMul", "Gemm") and n.input[0] in dequantized for n in graph.node)
 
 
-def calibration_texts(model_dir: Path, data_path: str | Path | None, n: int) -> list[str]:
-    """n sentences to calibrate int8 on: from the run's training split where the data says which, in a fixed order."""
-    from finsent.data import load_data
-    from finsent.distill import sentence_hash
-    from finsent.runs import RESULTS, read_results, read_sentences
+def training_data(model_dir: Path, data_path: str | Path | None) -> tuple[str, dict]:
+    """The run's training data to read sentences from: --data_path, else the path in results.json (checked to be
+    there), and results.json's record of it."""
+    from finsent.runs import RESULTS, read_results
 
     source = read_results(model_dir, check=False).get("data") or {} if (model_dir / RESULTS).is_file() else {}
     path = data_path or source.get("path")
@@ -346,6 +345,16 @@ def calibration_texts(model_dir: Path, data_path: str | Path | None, n: int) -> 
         raise FinsentError(
             f"{model_dir}/results.json: the training data {path} is not there to calibrate int8 on; pass --data_path or --no_quantize"
         )
+    return str(path), source
+
+
+def calibration_texts(model_dir: Path, data_path: str | Path | None, n: int) -> list[str]:
+    """n sentences to calibrate int8 on: from the run's training split where the data says which, in a fixed order."""
+    from finsent.data import load_data
+    from finsent.distill import sentence_hash
+    from finsent.runs import read_sentences
+
+    path, source = training_data(model_dir, data_path)
     texts = load_data(path, source.get("agreement") or "all").texts
     train = set((read_sentences(model_dir) or {}).get("train") or ())
     in_train = [t for t in texts if sentence_hash(t) in train]
@@ -424,12 +433,29 @@ def export_exit_segments(
     }
 
 
+def threshold_texts(model_dir: Path, data_path: str | Path | None) -> list[str]:
+    """The sentences `finsent distill` chose the exit thresholds on (validation + held-out), found by their hashes
+    in the run's PhraseBank data (a user's --unlabeled file is not re-read: its sentences are left out)."""
+    from finsent.data import load_data
+    from finsent.distill import sentence_hash
+    from finsent.runs import read_sentences
+
+    path, source = training_data(model_dir, data_path)
+    seen = read_sentences(model_dir) or {}
+    wanted = list(seen.get("val") or ()) + list(seen.get("threshold") or ())
+    pool = load_data(path, source.get("agreement") or "all").texts
+    if source.get("format") == "phrasebank":
+        pool += load_data(path, "50").texts  # every PhraseBank sentence: the held-out unlabeled ones among them
+    by_hash = {sentence_hash(t): t for t in pool}
+    return [by_hash[h] for h in wanted if h in by_hash]
+
+
 def int8_exit_thresholds(
     model_dir: Path, out: Path, data_path, tokenizer, names: list[str], max_length: int
 ) -> dict | None:
     """The exit thresholds chosen again on the int8 segments (OpenVINO), on the sentences `finsent distill` chose the
     PyTorch ones on; None where those sentences cannot be found (the runtime then keeps the PyTorch thresholds)."""
-    from finsent.early_exit import all_logits, choose_thresholds, read_spec, segment_files, threshold_texts
+    from finsent.early_exit import all_logits, choose_thresholds, read_spec, segment_files
     from finsent.inference import OnnxBackend
     from finsent.metrics import softmax
 
@@ -489,8 +515,8 @@ def export_onnx(
             files.append(ONNX_INT8)
         segments = None
         if exits is not None:
-            segments = export_exit_segments(
-                copy.deepcopy(reference), exits, tokenizer, names, tmp, calibration, info.max_length, quantize
+            segments = export_exit_segments(  # the parity check is done with reference: cut it into segments
+                reference, exits, tokenizer, names, tmp, calibration, info.max_length, quantize
             )
             files += segments["files"]
         for name in files:
