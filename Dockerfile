@@ -3,7 +3,7 @@
 #   docker build -t finsent .
 #   docker run --rm -p 8000:8000 -e FINSENT_API_KEY -v "$PWD/runs/v1:/model:ro" finsent
 # SageMaker starts the container as `docker run IMAGE serve`: that serves /opt/ml/model on 0.0.0.0:8080
-# (finsent serve --sagemaker --backend onnx; see finsent/container.py). Other arguments are a finsent command line.
+# (finsent serve --sagemaker --backend onnx; see finsent/apps/container.py). Other arguments are a finsent command line.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 TOKENIZERS_PARALLELISM=false
@@ -22,5 +22,5 @@ VOLUME ["/model"]
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s \
     CMD python -c "import urllib.request as r; r.urlopen('http://127.0.0.1:8000/health', timeout=4)" \
      || python -c "import urllib.request as r; r.urlopen('http://127.0.0.1:8080/ping', timeout=4)"
-ENTRYPOINT ["python", "-m", "finsent.container"]
+ENTRYPOINT ["python", "-m", "finsent.apps.container"]
 CMD ["serve", "--model_dir", "/model", "--host", "0.0.0.0", "--port", "8000", "--backend", "onnx"]

@@ -3,7 +3,7 @@
 
 import sys
 
-from finsent.cli import main
+from finsent.apps.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(["train", *sys.argv[1:]]))

@@ -23,15 +23,17 @@ from pathlib import Path
 
 import numpy as np
 
-from finsent import metrics
-from finsent.calibration import calibrate, calibrated_confidence, logits_from_probs
-from finsent.data import LABELS, load_data, split_data
-from finsent.distill import DistillConfig
-from finsent.errors import FinsentError
-from finsent.runs import DEFAULT_MAX_LENGTH, load_run
-from finsent.serialization import write_json
-from finsent.trainer import train
-from finsent.training_args import PACKAGED_CONFIG_DIR, TrainConfig
+from finsent.core import metrics
+from finsent.core.errors import FinsentError
+from finsent.core.serialization import write_json
+from finsent.data.corpus import load_data
+from finsent.data.labels import LABELS
+from finsent.data.splits import split_data
+from finsent.runs.folder import DEFAULT_MAX_LENGTH, load_run
+from finsent.training.calibration import calibrate, calibrated_confidence, logits_from_probs
+from finsent.training.config import PACKAGED_CONFIG_DIR, TrainConfig
+from finsent.training.distill import DistillConfig
+from finsent.training.trainer import train
 
 GOALS = {
     "all": {"accuracy": 0.975, "macro_f1": 0.965, "ece_calibrated": 0.02},
@@ -102,7 +104,7 @@ class FrozenEncoder:
         import torch
         from transformers import AutoModel, AutoTokenizer
 
-        from finsent.hub import packaged_model_dir
+        from finsent.models.hub import packaged_model_dir
 
         self.torch = torch
         self.tok = AutoTokenizer.from_pretrained(packaged_model_dir())

@@ -52,7 +52,7 @@ def timed(name: str, predictor, texts: list[str], warmup: int = 32) -> dict:
 
 def save(out: str, result: dict, md: list[str]) -> None:
     """<out>.json and <out>.md, and the table on stdout."""
-    from finsent.serialization import write_json, write_text
+    from finsent.core.serialization import write_json, write_text
 
     write_json(Path(out + ".json"), result)
     write_text(Path(out + ".md"), "\n".join(md) + "\n")
@@ -69,9 +69,11 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "cascade"))
     args = p.parse_args(argv)
 
-    from finsent.data import load_data, split_data
-    from finsent.inference import CascadePredictor, Predictor, find_onnx
-    from finsent.runs import read_results
+    from finsent.data.corpus import load_data
+    from finsent.data.splits import split_data
+    from finsent.inference.backends import find_onnx
+    from finsent.inference.factory import PredictorOptions, build_predictor
+    from finsent.runs.folder import read_results
 
     try:
         find_onnx(args.student)
@@ -79,9 +81,8 @@ def main(argv=None) -> int:
         subprocess.run([sys.executable, "-m", "finsent", "export-onnx", "--model_dir", args.student], check=True)
     data = read_results(args.student)["data"]
     test = split_data(load_data(args.data_path, data["agreement"]), data["seed"]).test
-    student = Predictor(args.student, "onnx", num_threads=args.threads)
-    teacher = Predictor(args.teacher, "torch", num_threads=args.threads)
-    cascade = CascadePredictor(student, teacher)
+    cascade = build_predictor(args.student, PredictorOptions("onnx", threads=args.threads, cascade=args.teacher))
+    student, teacher = cascade.student, cascade.teacher
 
     gold = np.asarray(test.labels)
     accuracy = {}

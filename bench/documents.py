@@ -46,7 +46,7 @@ QUESTIONS = [
 
 def sentences(data_path: str, n: int, seed: int = 0) -> list[str]:
     """n well-formed PhraseBank sentences (capitalised, ending with a period), repeated and shuffled with a fixed seed."""
-    from finsent.data import load_data
+    from finsent.data.corpus import load_data
 
     texts = [t for t in load_data(data_path, "50").texts if t[0].isupper() and t.endswith(".")]
     order = np.random.default_rng(seed).permutation(len(texts) * -(-n // len(texts)))[:n]
@@ -109,15 +109,15 @@ def bench_index(model_dir: str, data_path: str, n: int, n_questions: int, thread
 
     import torch
 
-    from finsent.documents import ask_index
-    from finsent.inference import Predictor
-    from finsent.retrieval import CorpusIndex, Encoder
+    from finsent.documents.analysis import ask_index
+    from finsent.documents.retrieval import CorpusIndex, Encoder
+    from finsent.inference.factory import PredictorOptions, build_predictor
 
     torch.set_num_threads(threads)
     start = time.perf_counter()
     index = CorpusIndex.load(index_dir)
     encoder = Encoder(num_threads=threads)
-    predictor = Predictor(model_dir, num_threads=threads)
+    predictor = build_predictor(model_dir, PredictorOptions(backend="torch", threads=threads))
     load_s = time.perf_counter() - start
     ask_index(predictor, index, [QUESTIONS[0]], 5, encoder)  # warm-up
     times = []
@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     import datetime as dt
 
-    from finsent.serialization import write_json, write_text
+    from finsent.core.serialization import write_json, write_text
 
     result = {
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

@@ -77,10 +77,10 @@ def multi_exit_rows(mdir: Path, parts: dict, gold: np.ndarray, args) -> list[dic
     """The multi-exit student's final layer and its early exit: agreement with the final layer, exit shares, speed."""
     from collections import Counter
 
-    from finsent.inference import Predictor
+    from finsent.inference.factory import PredictorOptions, build_predictor
 
-    final = Predictor(mdir, "onnx", num_threads=args.threads)
-    early = Predictor(mdir, "onnx", num_threads=args.threads, early_exit=True)
+    final = build_predictor(mdir, PredictorOptions("onnx", threads=args.threads))
+    early = build_predictor(mdir, PredictorOptions("onnx", threads=args.threads, early_exit=True))
     layers = early.backend.layers
     final_labels = {name: final.score(part).probs.argmax(1) for name, part in parts.items()}
     full_row = isolated("multi-exit student, final layer (onnx int8)", "full", mdir, args)
@@ -103,20 +103,19 @@ def multi_exit_rows(mdir: Path, parts: dict, gold: np.ndarray, args) -> list[dic
 
 def row_predictor(spec: dict):
     """The predictor a throughput row times: a full model, a run's own exits, or a shallow exit + the full model."""
-    from finsent.inference import CascadePredictor, Predictor
+    from finsent.inference.factory import PredictorOptions, build_predictor
 
-    on = {"backend": "onnx", "num_threads": spec["threads"]}
+    on = {"backend": "onnx", "threads": spec["threads"]}
     if spec["kind"] == "full":
-        return Predictor(spec["model_dir"], **on)
+        return build_predictor(spec["model_dir"], PredictorOptions(**on))
     if spec["kind"] == "exits":
-        return Predictor(spec["model_dir"], **on, early_exit=True)
-    shallow = Predictor(spec["exit_dir"], **on)
-    return CascadePredictor(shallow, Predictor(spec["model_dir"], **on), early_exit=True)
+        return build_predictor(spec["model_dir"], PredictorOptions(**on, early_exit=True))
+    return build_predictor(spec["model_dir"], PredictorOptions(**on, early_exit_dir=spec["exit_dir"]))
 
 
 def child_row(spec: dict) -> dict:
     """One throughput row, in this (fresh) process: an untimed pass over the sentences, then the timed one."""
-    from finsent.data import load_data
+    from finsent.data.corpus import load_data
 
     everything = load_data(spec["data_path"], "50").texts
     texts = (everything * (spec["n"] // len(everything) + 1))[: spec["n"]]
@@ -153,7 +152,7 @@ def isolated(name: str, kind: str, model_dir: Path, args, exit_dir: Path | None 
 
 
 def ensure_onnx(run: Path) -> None:
-    from finsent.inference import find_onnx
+    from finsent.inference.backends import find_onnx
 
     try:
         find_onnx(run)
@@ -187,10 +186,12 @@ def main(argv=None) -> int:
         print(json.dumps(child_row(json.loads(args.row))))
         return 0
 
-    from finsent.data import load_data, split_data
-    from finsent.distill import DistillConfig, unlabeled_sentences
-    from finsent.inference import CascadePredictor, Predictor, early_exit_dir, margins
-    from finsent.runs import read_results
+    from finsent.core.metrics import margins
+    from finsent.data.corpus import load_data
+    from finsent.data.splits import split_data
+    from finsent.inference.factory import PredictorOptions, build_predictor
+    from finsent.runs.folder import read_results
+    from finsent.training.distill import DistillConfig, unlabeled_sentences
 
     run = Path(args.model_dir)
     exits_root = Path(args.exits_root or f"{run}-exits")
@@ -212,16 +213,17 @@ def main(argv=None) -> int:
         flags = ["--num_layers", str(layers), *RECIPE]  # an exit is distilled from the run itself
         ensure_distilled(str(run), exits_root / f"L{layers}", flags, data, args.data_path, unlabeled)
     ensure_onnx(run)
-    full = Predictor(run, "onnx", num_threads=args.threads)
+    full = build_predictor(run, PredictorOptions("onnx", threads=args.threads))
     parts = {"test": splits.test.texts, "unseen": unseen}
     full_labels = {name: full.score(texts).probs.argmax(1) for name, texts in parts.items()}
     gold = np.asarray(splits.test.labels)
     rows = [isolated("full model (onnx int8)", "full", run, args)]
     rows[0].update(layers=None, test_accuracy=float((full_labels["test"] == gold).mean()))
     for layers in args.num_layers:
-        exit_dir = early_exit_dir(run, exits_root / f"L{layers}")
-        shallow = Predictor(exit_dir, "onnx", num_threads=args.threads)
-        early = CascadePredictor(shallow, full, early_exit=True)
+        exit_dir = exits_root / f"L{layers}"
+        on = PredictorOptions("onnx", threads=args.threads, early_exit_dir=str(exit_dir))
+        early = build_predictor(run, on)  # the shallow exit, then the full model below its threshold
+        shallow = early.student
         row = {"layers": layers, "threshold": early.threshold}
         for name, part in parts.items():
             early.deferred = early.scored = 0

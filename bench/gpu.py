@@ -75,9 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import pipeline
     from transformers.utils import logging as hf_logging
 
-    from finsent.inference import Predictor, read_model_info, torch_device
-    from finsent.modeling import load_trained
-    from finsent.serialization import write_json, write_text
+    from finsent.core.serialization import write_json, write_text
+    from finsent.inference.backends import torch_device
+    from finsent.inference.factory import PredictorOptions, build_predictor
+    from finsent.models.loading import load_trained
+    from finsent.runs.folder import read_model_info
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
@@ -89,7 +91,9 @@ def main(argv: list[str] | None = None) -> int:
         rows.append({"name": name, "n": n, "seconds": seconds, "sentences_per_s": n / seconds, **extra})
         print(f"{name}: {n / seconds:,.0f} sentences/s ({n} in {seconds:.2f} s)", file=sys.stderr, flush=True)
 
-    predictor = Predictor(args.model_dir, "torch", batch_size=args.batch_sizes[0], device=args.device)
+    predictor = build_predictor(
+        args.model_dir, PredictorOptions("torch", batch_size=args.batch_sizes[0], device=args.device)
+    )
     tokenizer = predictor.tokenizer
     tokenizer(texts[:256], truncation=True, max_length=max_length)
     seconds, enc = timed(lambda: tokenizer(texts, truncation=True, max_length=max_length))
@@ -106,7 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     seconds, _ = timed(lambda: clf(sub, batch_size=64, truncation=True, max_length=max_length))
     row("transformers pipeline, batch_size=64", len(sub), seconds)
 
-    reference = Predictor(args.model_dir, "torch").score(texts[:N_AGREEMENT]).probs.argmax(1)  # fp32 on the CPU
+    reference = (
+        build_predictor(args.model_dir, PredictorOptions("torch")).score(texts[:N_AGREEMENT]).probs.argmax(1)
+    )  # fp32 on the CPU
     for batch_size in args.batch_sizes:
         predictor.batch_size = batch_size
         predictor.score(texts[:4096])  # warm-up: kernels for the shapes, the allocator's pools

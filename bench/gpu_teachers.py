@@ -66,8 +66,8 @@ def is_teacher(name: str) -> bool:
 
 def finish(run: Path, data: str, device: str) -> None:
     """A teacher's last step: round its adapter, then cache its logits on every PhraseBank sentence."""
-    from finsent.data import load_data
-    from finsent.distill import teacher_logits
+    from finsent.data.corpus import load_data
+    from finsent.training.distill import teacher_logits
 
     round_adapter(run)
     teacher_logits(run, load_data(data, "50").texts, device=device)  # every PhraseBank sentence is in 50Agree

@@ -30,7 +30,7 @@ N_CALIBRATION = 256
 MODEL_FILE = "model.onnx"
 DYNAMIC = {"mode": "dynamic", "per_channel": True, "reduce_range": False, "op_types": ["MatMul"]}
 STATIC = {**DYNAMIC, "mode": "static", "activation_type": "QUInt8", "calibrate_method": "MinMax"}
-NNCF = {"mode": "nncf", "model_type": "transformer", "preset": "mixed"}  # finsent.exporters.onnx.quantize_int8
+NNCF = {"mode": "nncf", "model_type": "transformer", "preset": "mixed"}  # finsent.export.graphs.quantize_int8
 # What each candidate is, as data: engine, exporter, fusion (None, "Attention", "MultiHeadAttention"), quantization.
 CANDIDATES: dict[str, dict] = {
     "ort_dynamo_fp32": {"engine": "onnxruntime", "exporter": "dynamo", "fusion": None, "quantization": None},
@@ -123,7 +123,8 @@ CANDIDATES: dict[str, dict] = {
 
 def agreement_texts(data_path: str, seed: int = 0) -> tuple[list[str], list[str], list[str]]:
     """(test split of AllAgree at seed 42, N_OTHER other PhraseBank sentences, calibration sentences): disjoint."""
-    from finsent.data import load_data, split_data
+    from finsent.data.corpus import load_data
+    from finsent.data.splits import split_data
 
     test = split_data(load_data(data_path, "all"), 42).test.texts
     seen = set(test)
@@ -140,7 +141,7 @@ class OpenVinoEngine:
     def __init__(self, path: Path, threads: int):
         import openvino as ov
 
-        from finsent.modeling import load_tokenizer
+        from finsent.models.loading import load_tokenizer
 
         core = ov.Core()
         config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
@@ -163,7 +164,7 @@ class CTranslate2Engine:
     def __init__(self, path: Path, threads: int, compute_type: str):
         import ctranslate2
 
-        from finsent.modeling import load_tokenizer
+        from finsent.models.loading import load_tokenizer
 
         self.encoder = ctranslate2.Encoder(str(path), device="cpu", compute_type=compute_type, intra_threads=threads)
         head = np.load(path / "classifier.npz")
@@ -223,9 +224,9 @@ def ort_quantize(src: Path, dst: Path, settings: dict, excluded: list[str], feed
 
 def build(name: str, spec: dict, model_dir: Path, work: Path, calibration: list[str]) -> dict:
     """Write one candidate into work/name/ (model file + tokenizer); returns what was built and its fused nodes."""
-    from finsent.exporters import onnx as exporter
-    from finsent.inference import read_model_info
-    from finsent.modeling import load_trained
+    from finsent.export import graphs as exporter
+    from finsent.models.loading import load_trained
+    from finsent.runs.folder import read_model_info
 
     out = work / name
     if out.exists():
@@ -292,7 +293,7 @@ def candidate_path(name: str, work: Path) -> Path:
 
 def engine(spec: dict, path: Path, threads: int):
     """The backend object a Predictor runs for a built candidate."""
-    from finsent.inference import OnnxBackend
+    from finsent.inference.backends import OnnxBackend
 
     if spec["engine"] == "openvino" and (spec.get("quantization") or {}).get("mode") == "nncf":
         return OnnxBackend(path, threads, "openvino")  # finsent's own: fp32 outside the int8 products
@@ -305,7 +306,7 @@ def engine(spec: dict, path: Path, threads: int):
 
 def predictor(model_dir: Path, name: str, work: Path, threads: int, batch_size: int = 32):
     """finsent's Predictor (tokenization, length-sorted batches, temperature) on a built candidate."""
-    from finsent.inference import Predictor
+    from finsent.inference.predictor import Predictor
 
     return Predictor(model_dir, engine(CANDIDATES[name], candidate_path(name, work), threads), batch_size=batch_size)
 
@@ -325,8 +326,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from transformers.utils import logging as hf_logging
 
-    from finsent.inference import Predictor
-    from finsent.serialization import write_json, write_text
+    from finsent.core.serialization import write_json, write_text
+    from finsent.inference.predictor import Predictor
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()

@@ -42,7 +42,7 @@ def write_shards(data_path: str, n: int, shards: int, folder: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from finsent.data import load_data
+    from finsent.data.corpus import load_data
 
     texts = np.array(load_data(data_path, "50").texts, dtype=object)  # 50Agree holds every sentence
     folder.mkdir(parents=True, exist_ok=True)

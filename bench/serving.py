@@ -65,7 +65,7 @@ CPU_FLAGS = (
 
 def sentences(data_path: str, n: int, seed: int = 0) -> list[str]:
     """n PhraseBank sentences (Sentences_50Agree holds every sentence), repeated and shuffled with a fixed seed."""
-    from finsent.data import load_data
+    from finsent.data.corpus import load_data
 
     texts = load_data(data_path, "50").texts
     rng = np.random.default_rng(seed)
@@ -188,8 +188,8 @@ def run_worker(kind: str, model_dir: str, data_path: str, n: int, threads: int, 
     if kind.startswith("pipeline"):
         from transformers import pipeline
 
-        from finsent.modeling import load_trained
-        from finsent.runs import read_model_info
+        from finsent.models.loading import load_trained
+        from finsent.runs.folder import read_model_info
 
         model, tokenizer = load_trained(model_dir)
         clf = pipeline("text-classification", model=model, tokenizer=tokenizer, device="cpu")
@@ -198,11 +198,12 @@ def run_worker(kind: str, model_dir: str, data_path: str, n: int, threads: int, 
             kwargs["batch_size"] = 32
         run = lambda xs: [r["label"] for r in clf(xs, **kwargs)]  # noqa: E731
     else:
-        from finsent.inference import Predictor
-        from finsent.runs import ONNX_FP32, ONNX_INT8
+        from finsent.inference.factory import PredictorOptions, build_predictor
+        from finsent.runs.folder import ONNX_FP32, ONNX_INT8
 
+        on = {"batch_size": batch_size, "threads": threads}
         if kind == "early_exit":
-            predictor = Predictor(model_dir, "onnx", batch_size=batch_size, num_threads=threads, early_exit=True)
+            predictor = build_predictor(model_dir, PredictorOptions("onnx", **on, early_exit=True))
         elif kind.startswith("candidate:"):
             name = kind.split(":", 1)[1]
             predictor = load_candidates().predictor(
@@ -213,14 +214,7 @@ def run_worker(kind: str, model_dir: str, data_path: str, n: int, threads: int, 
                 "onnx_fp32": ("onnx", ONNX_FP32, "openvino"),
                 "onnx_ort": ("onnx", ONNX_INT8, "onnxruntime"),
             }.get(kind, (kind, ONNX_INT8, "openvino"))
-            predictor = Predictor(
-                model_dir,
-                backend,
-                batch_size=batch_size,
-                num_threads=threads,
-                onnx_file=onnx_file,
-                onnx_runtime=runtime,
-            )
+            predictor = build_predictor(model_dir, PredictorOptions(backend, runtime, onnx_file, **on))
         run = lambda xs: [predictor.labels[i] for i in predictor.score(xs).probs.argmax(1)]  # noqa: E731
     load_s = time.perf_counter() - t0
     run(texts[:WARMUP])  # warm-up: OpenVINO compiles each new input shape on first sight, the exit path sees more
@@ -237,7 +231,7 @@ def run_worker(kind: str, model_dir: str, data_path: str, n: int, threads: int, 
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before anything else is loaded
     extra = {}
     if kind == "early_exit":  # its agreement with its own full model (the final layer, int8, as served)
-        final = Predictor(model_dir, "onnx", batch_size=batch_size, num_threads=threads)
+        final = build_predictor(model_dir, PredictorOptions("onnx", **on))
         full = [final.labels[i] for i in final.score(texts).probs.argmax(1)]
         extra["agreement_with_final_layer"] = float(np.mean([a == b for a, b in zip(labels, full)]))
     return {
@@ -345,7 +339,7 @@ def ab_level(url: str, text: str, clients: int, seconds: int) -> dict:
 
 def typical_sentence(model_dir: str, texts: list[str]) -> tuple[str, int]:
     """The sentence whose token count is closest to the mean (ab sends one body over and over), and that count."""
-    from finsent.modeling import load_tokenizer
+    from finsent.models.loading import load_tokenizer
 
     lengths = np.array([len(x) for x in load_tokenizer(model_dir)(texts, truncation=True)["input_ids"]])
     i = int(np.argmin(np.abs(lengths - lengths.mean())))
@@ -429,13 +423,13 @@ def sentence_cost(model_dir: str, texts: list[str], max_length: int) -> dict:
     """Mean tokens and mean multiply-adds per sentence of the benchmark's sentences (each at its own length)."""
     from transformers import AutoConfig
 
-    from finsent.modeling import load_tokenizer
+    from finsent.models.loading import load_tokenizer
 
     folder = Path(model_dir)
     config_dir = folder if (folder / "config.json").is_file() else None
     if config_dir is None:  # a LoRA run: the base model's config
-        from finsent.hub import resolve_model_name
-        from finsent.inference import read_model_info
+        from finsent.models.hub import resolve_model_name
+        from finsent.runs.folder import read_model_info
 
         config_dir = resolve_model_name(read_model_info(folder).model_name)
     config = AutoConfig.from_pretrained(config_dir)
@@ -599,9 +593,9 @@ def main() -> int:
         Path(args.worker_out).write_text(json.dumps(result))
         return 0
 
-    from finsent.inference import find_onnx
-    from finsent.runs import read_model_info
-    from finsent.serialization import write_json, write_text
+    from finsent.core.serialization import write_json, write_text
+    from finsent.inference.backends import find_onnx
+    from finsent.runs.folder import read_model_info
 
     command = "python bench/serving.py " + " ".join(sys.argv[1:])
     try:

@@ -19,12 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
-from finsent import metrics, modeling, training_args
-from finsent.data import LABELS
-from finsent.errors import FinsentError
-from finsent.runs import read_val_logits
-from finsent.trainer import train
-from finsent.training_args import TrainConfig
+from finsent.core import metrics
+from finsent.core.errors import FinsentError
+from finsent.data.labels import LABELS
+from finsent.models import lora
+from finsent.runs.folder import read_val_logits
+from finsent.training import config as training_args
+from finsent.training.config import TrainConfig
+from finsent.training.trainer import train
 
 
 def parse_overrides(pairs: list[str]) -> dict:
@@ -116,7 +118,7 @@ def main(argv=None) -> int:
     overrides = {"use_lora": True, "data_path": args.data_path, **parse_overrides(args.set)}
     recipe = {k: v for k, v in dataclasses.asdict(TrainConfig(**overrides)).items() if k not in ("data_path", "seed")}
     if recipe["use_lora"]:  # the settings themselves, read up front: a --set lora_config path may not outlive the call
-        recipe["lora"] = modeling.read_lora_config(recipe["lora_config"])
+        recipe["lora"] = lora.read_lora_config(recipe["lora_config"])
     per_seed = []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:

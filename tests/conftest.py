@@ -46,8 +46,8 @@ def finsent_subprocess(*argv: str) -> subprocess.CompletedProcess:
 
 def train_short(output_dir: Path, data_path: Path, *extra: str) -> dict:
     """A real, short training run through the CLI (400 train sentences, 1 epoch)."""
-    from finsent.cli import main
-    from finsent.serialization import read_json
+    from finsent.apps.cli import main
+    from finsent.core.serialization import read_json
 
     argv = [
         "train",
@@ -92,7 +92,7 @@ def onnx_run(lora_run, tmp_path_factory) -> Path:
     """A copy of the LoRA run with `finsent export-onnx` output in <run>/onnx (fp32 and int8)."""
     import shutil
 
-    from finsent.cli import main
+    from finsent.apps.cli import main
 
     run = tmp_path_factory.mktemp("onnx") / "lora"
     shutil.copytree(lora_run, run)

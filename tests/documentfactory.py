@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from finsent.data import LABELS, load_data, split_data
+from finsent.data.corpus import load_data
+from finsent.data.labels import LABELS
+from finsent.data.splits import split_data
 
 PRESS_RELEASE = """# Acme Oyj interim report January-September 2024
 

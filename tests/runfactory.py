@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from finsent.data import LABELS
-from finsent.evaluation import evaluate_logits, write_report
-from finsent.runs import write_val_logits
+from finsent.data.labels import LABELS
+from finsent.runs.folder import write_val_logits
+from finsent.training.evaluation import evaluate_logits, write_report
 
 
 def synthetic_logits(n: int, seed: int, accuracy: float = 0.85, scale: float = 6.0) -> tuple[np.ndarray, np.ndarray]:
@@ -29,12 +29,25 @@ def write_fake_run(
     texts: list[str] | None = None,
     accuracy: float = 0.85,
     use_lora: bool = True,
+    sources: tuple[str, ...] | None = None,
 ) -> Path:
-    """A run folder with results.json, evaluation_log.csv and val_logits.npz like `finsent train` writes."""
+    """A run folder with results.json, evaluation_log.csv and val_logits.npz like `finsent train` writes.
+
+    sources: name the rows' sources in turn (row i: sources[i % len(sources)]) and write each source's n_train,
+    n_val and n_test into per_source, as training on several corpora does; None: one unnamed source ("data")."""
     path = Path(path)
     logits, y = synthetic_logits(n, seed, accuracy)
     texts = texts or [f"Company {i} reported quarterly figures ({i % 7})." for i in range(n)]
-    summary, rows = evaluate_logits(logits, y, texts, version)
+    n_train = 500
+    row_sources = [sources[i % len(sources)] for i in range(n)] if sources else None
+    summary, rows = evaluate_logits(logits, y, texts, version, sources=row_sources)
+    if sources:
+        for k, name in enumerate(sources):
+            summary["per_source"][name].update(
+                n_train=len(range(k, n_train, len(sources))),
+                n_val=len(range(k, n, len(sources))),
+                n_test=row_sources.count(name),
+            )
     val_logits, val_y = synthetic_logits(n, seed + 1000, accuracy)
     path.mkdir(parents=True, exist_ok=True)
     write_val_logits(path, val_logits, val_y)
@@ -47,7 +60,7 @@ def write_fake_run(
         "total_params": 100000,
         "trainable_percent": 1.0,
         "train_runtime_s": 12.5,
-        "n_train": 500,
+        "n_train": n_train,
         "n_val": n,
         "n_test": n,
         "data": {"agreement": "all", "seed": seed},

@@ -205,7 +205,7 @@ def test_tune_records_the_lora_settings_that_ran_not_only_their_path(phrasebank_
 def test_roofline_counts_the_issues_multiply_adds_and_measures_gemm_peaks():
     from transformers import AutoConfig
 
-    from finsent.hub import packaged_model_dir
+    from finsent.models.hub import packaged_model_dir
 
     serving = load_script("serving")
     config = AutoConfig.from_pretrained(packaged_model_dir())
@@ -224,8 +224,8 @@ def test_roofline_counts_the_issues_multiply_adds_and_measures_gemm_peaks():
 def test_a_model_travels_as_fp16_chunks_and_comes_back_as_fp32(tmp_path):
     from safetensors.torch import load_file
 
-    from finsent.hub import packaged_model_dir
-    from finsent.modeling import load_base_model
+    from finsent.models.hub import packaged_model_dir
+    from finsent.models.loading import load_base_model
 
     pack = load_script("pack_weights")
     chunks, restored_dir = tmp_path / ".gpu" / "minilm", tmp_path / "minilm"

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from finsent import calibration, metrics
+from finsent.core import metrics
+from finsent.training import calibration
 from runfactory import synthetic_logits
 
 

@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from finsent import comparison
+from finsent.runs import comparison
 
 
 def log(rows):

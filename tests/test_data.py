@@ -5,8 +5,10 @@ import zipfile
 
 import pytest
 
-from finsent.data import LABELS, check_no_leakage, load_data, split_data
-from finsent.errors import FinsentError
+from finsent.core.errors import FinsentError
+from finsent.data.corpus import load_data
+from finsent.data.labels import LABELS
+from finsent.data.splits import check_no_leakage, split_data
 
 RAW_LINES = {"50": 4846, "66": 4217, "75": 3453, "all": 2264}
 
@@ -157,7 +159,7 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, case):
 
 
 def test_extra_training_data_never_includes_val_or_test(phrasebank_zip):
-    from finsent.data import add_to_train
+    from finsent.data.splits import add_to_train
 
     splits = split_data(load_data(phrasebank_zip, "all"), 3)
     extra = load_data(phrasebank_zip, "50")

@@ -4,9 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from finsent.data import LABELS
-from finsent.data_quality import ISSUE_COLUMNS, label_issues
-from finsent.runs import read_log
+from finsent.data.labels import LABELS
+from finsent.data.quality import ISSUE_COLUMNS, label_issues
+from finsent.runs.folder import read_log
 
 
 def flip(log: pd.DataFrame, idx) -> pd.DataFrame:

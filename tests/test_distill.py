@@ -6,11 +6,14 @@ import shutil
 import numpy as np
 import pytest
 
-from finsent.cli import main
-from finsent.data import LABELS, LabelledData, Splits, load_data, split_data
-from finsent.distill import DistillConfig, cascade_threshold, check_teacher_split, kd_loss, sentence_hash
-from finsent.errors import FinsentError
-from finsent.runs import read_model_info, read_results, read_sentences, read_teacher_logits, write_sentences
+from finsent.apps.cli import main
+from finsent.core.errors import FinsentError
+from finsent.core.text import sentence_hash
+from finsent.data.corpus import load_data
+from finsent.data.labels import LABELS
+from finsent.data.splits import LabelledData, Splits, split_data
+from finsent.runs.folder import read_model_info, read_results, read_sentences, read_teacher_logits, write_sentences
+from finsent.training.distill import DistillConfig, cascade_threshold, check_teacher_split, kd_loss
 
 TINY = ["--max_train_samples", "200", "--max_eval_samples", "60", "--num_epochs", "1", "--max_length", "64"]
 
@@ -90,8 +93,9 @@ def test_distill_writes_a_complete_student_run_and_reuses_the_teacher_cache(teac
 
 @pytest.mark.slow
 def test_early_exit_is_a_shallow_student_of_the_full_run(teacher, phrasebank_zip, tmp_path, capsys):
-    from finsent.inference import Predictor, margins
-    from finsent.modeling import load_trained
+    from finsent.core.metrics import margins
+    from finsent.inference.predictor import Predictor
+    from finsent.models.loading import load_trained
 
     exit_dir = teacher / "early_exit"  # where `predict --early_exit` looks by default
     argv = ["distill", "--teacher", str(teacher), "--num_layers", "1", "--data_path", str(phrasebank_zip)]
@@ -133,7 +137,7 @@ def test_early_exit_is_a_shallow_student_of_the_full_run(teacher, phrasebank_zip
 
 
 def _digest(run):
-    from finsent.inference import weights_digest
+    from finsent.runs.folder import weights_digest
 
     return weights_digest(run)
 

@@ -1,5 +1,6 @@
 """Document extraction, sections, sentence segmentation with offsets, aggregates and bad input (no model: fast)."""
 
+import csv
 import html
 import json
 import re
@@ -10,11 +11,13 @@ import numpy as np
 import pytest
 
 from documentfactory import PRESS_RELEASE, held_out_sentences, make_pdf, sectioned_markdown
-from finsent import documents
-from finsent.cli import main
-from finsent.data import LABELS, load_data
-from finsent.documents import from_html, from_markdown, read_document, sentence_spans, sentences
-from finsent.serialization import read_json
+from finsent.apps.cli import main
+from finsent.core.serialization import read_json
+from finsent.data.corpus import load_data
+from finsent.data.labels import LABELS
+from finsent.documents import analysis, extraction
+from finsent.documents.extraction import from_html, from_markdown, read_document
+from finsent.documents.segmentation import sentence_spans, sentences
 
 
 def texts_of(doc) -> list[str]:
@@ -150,12 +153,12 @@ def test_pdf_outline_sections_and_pages(tmp_path):
 
 def test_aggregates_score_label_and_counts():
     probs = np.array([[0.1, 0.2, 0.7], [0.6, 0.3, 0.1], [0.05, 0.9, 0.05]])
-    agg = documents.aggregate(probs, LABELS)
+    agg = analysis.aggregate(probs, LABELS)
     assert agg["score"] == pytest.approx(np.mean([0.6, -0.5, 0.0]), abs=1e-6)
     assert agg["counts"] == {"negative": 1, "neutral": 1, "positive": 1}
     assert agg["label"] == "neutral"  # 0.033 is inside the band
-    band = documents.NEUTRAL_BAND
-    assert [documents.score_label(v) for v in (band, band - 1e-9, -band, -band + 1e-9)] == [
+    band = analysis.NEUTRAL_BAND
+    assert [analysis.score_label(v) for v in (band, band - 1e-9, -band, -band + 1e-9)] == [
         "positive",
         "neutral",
         "negative",
@@ -206,8 +209,8 @@ def test_bad_documents_fail_with_one_line(tmp_path, capsys):
 
 
 def test_missing_documents_extra_is_named_in_one_line(monkeypatch, tmp_path):
-    from finsent.errors import FinsentError
-    from finsent.retrieval import CorpusIndex
+    from finsent.core.errors import FinsentError
+    from finsent.documents.retrieval import CorpusIndex
 
     (tmp_path / "a.pdf").write_bytes(b"%PDF-1.4")
     (tmp_path / "index.json").write_text("{}")
@@ -224,7 +227,7 @@ def test_folder_input_reads_supported_files_sorted(tmp_path):
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "a.txt").write_text("Profit fell.\n")
     (tmp_path / "notes.csv").write_text("x\n")
-    paths = documents.input_paths([str(tmp_path)])
+    paths = extraction.input_paths([str(tmp_path)])
     assert paths == [str(tmp_path / "b.md"), str(tmp_path / "sub" / "a.txt")]
 
 
@@ -233,7 +236,7 @@ def test_folder_input_reads_supported_files_sorted(tmp_path):
 
 @pytest.fixture(scope="module")
 def predictor(lora_run):
-    from finsent.inference import Predictor
+    from finsent.inference.predictor import Predictor
 
     return Predictor(lora_run)
 
@@ -257,7 +260,7 @@ def analyze_json(tmp_path, *argv: str) -> dict:
 def test_phrasebank_document_section_labels_and_counts(lora_run, predictor, news_md, tmp_path):
     path, plan = news_md
     report = analyze_json(tmp_path, str(path), "--model_dir", str(lora_run))
-    assert report["model_version"] == "v1" and report["neutral_band"] == documents.NEUTRAL_BAND
+    assert report["model_version"] == "v1" and report["neutral_band"] == analysis.NEUTRAL_BAND
     (doc,) = report["documents"]
     assert doc["source"] == str(path) and doc["text"] == path.read_text(encoding="utf-8")
     assert [s["title"] for s in doc["sections"]] == [title for title, _, _ in plan]  # the title-only H1 has no sentence
@@ -277,7 +280,7 @@ def test_phrasebank_document_section_labels_and_counts(lora_run, predictor, news
             assert s["label"] == LABELS[int(p.argmax())] and s["confidence"] == pytest.approx(float(p.max()), abs=1e-5)
     probs = np.concatenate(every)
     assert doc["score"] == pytest.approx(float(np.mean(probs[:, 2] - probs[:, 0])), abs=1e-5)
-    assert doc["label"] == documents.score_label(doc["score"])
+    assert doc["label"] == analysis.score_label(doc["score"])
     assert sum(doc["counts"].values()) == len(doc["sentences"]) == len(probs)
     assert doc["evidence"] == []
 
@@ -320,7 +323,7 @@ def test_press_release_questions_and_csv(lora_run, tmp_path):
 
 @pytest.mark.slow
 def test_encoder_is_a_normalised_mean_pooled_sentence_encoder():
-    from finsent.retrieval import default_encoder
+    from finsent.documents.retrieval import default_encoder
 
     enc = default_encoder()
     texts = ["Operating profit rose.", "Earnings increased strongly in the quarter.", "The weather in Paris is mild."]
@@ -344,7 +347,7 @@ def test_index_and_ask_over_a_corpus(lora_run, predictor, news_md, tmp_path, cap
     index = tmp_path / "index"
     assert main(["index", str(corpus), "--output", str(index), "--quiet"]) == 0
     manifest = read_json(index / "index.json")
-    docs = [read_document(p) for p in documents.input_paths([str(corpus)])]
+    docs = [read_document(p) for p in extraction.input_paths([str(corpus)])]
     assert manifest["sentences"] == sum(len(sentences(d)) for d in docs)
     assert [d["source"] for d in manifest["documents"]] == [d.source for d in docs]
 
@@ -412,7 +415,7 @@ def test_api_analyze(server, predictor):
     r = httpx.post(server + "/analyze", json=body, timeout=300)
     assert r.status_code == 200, r.text
     got = r.json()
-    expected = documents.analyze_text(predictor, PRESS_RELEASE, body["questions"], 3)
+    expected = analysis.analyze_text(predictor, PRESS_RELEASE, body["questions"], 3)
     assert got["model_version"] == expected["model_version"] == "v1"
     (doc,), (want,) = got["documents"], expected["documents"]
     assert [(s["title"], s["label"], s["counts"]) for s in doc["sections"]] == [
@@ -424,13 +427,13 @@ def test_api_analyze(server, predictor):
         s["start"] for s in want["evidence"][0]["sentences"]
     ]
 
-    long = "Sales rose. " * (documents.MAX_DOCUMENT_CHARS // 12 + 1)
+    long = "Sales rose. " * (analysis.MAX_DOCUMENT_CHARS // 12 + 1)
     bad = [
         ({"text": ""}, "text"),
         ({"text": "  \n "}, "text is empty"),
         ({"text": long}, "text"),
         ({"text": "Sales rose.", "questions": ["ok", " "]}, "questions[1] is empty"),
-        ({"text": "Sales rose.", "questions": ["q"] * (documents.MAX_QUESTIONS + 1)}, "questions"),
+        ({"text": "Sales rose.", "questions": ["q"] * (analysis.MAX_QUESTIONS + 1)}, "questions"),
         ({"text": "Sales rose.", "top_k": 0}, "top_k"),
         ({"text": "Sales rose.", "extra": 1}, "extra"),
         ({"texts": ["Sales rose."]}, "text"),
@@ -458,3 +461,34 @@ def test_bench_documents_tiny(lora_run, phrasebank_zip, tmp_path):
     assert 0 < saved["index"]["question_ms"]["p50"] <= saved["index"]["question_ms"]["max"]
     md = (tmp_path / "documents.md").read_text()
     assert "| `finsent analyze` on a 40-sentence document" in md and "p95 <= 100.0 ms" in md
+
+
+def test_report_csv_neutralises_formulas_unless_raw_csv(tmp_path):
+    from finsent.documents.report import write_report
+
+    probs = {"negative": 0.7, "neutral": 0.2, "positive": 0.1}
+    sentence = {"text": "-Sales fell 5%", "start": 0, "end": 14, "label": "negative", "confidence": 0.7}
+    report = {
+        "documents": [
+            {
+                "source": "=cmd|' /C calc'!A0",
+                "sections": [{"title": "@Risks"}],
+                "sentences": [{**sentence, "section": 0, "probabilities": probs}],
+                "evidence": [{"question": "+What fell?", "sentences": [{**sentence, "similarity": -0.25}]}],
+            }
+        ]
+    }
+    write_report(report, tmp_path / "safe.csv")
+    write_report(report, tmp_path / "raw.csv", raw_csv=True)
+    with open(tmp_path / "safe.csv", newline="", encoding="utf-8") as f:
+        safe = list(csv.DictReader(f))
+    with open(tmp_path / "raw.csv", newline="", encoding="utf-8") as f:
+        raw = list(csv.DictReader(f))
+    assert [(r["source"], r["section"], r["text"], r["question"]) for r in raw] == [
+        ("=cmd|' /C calc'!A0", "@Risks", "-Sales fell 5%", ""),
+        ("=cmd|' /C calc'!A0", "", "-Sales fell 5%", "+What fell?"),
+    ]
+    text = ("source", "section", "text", "question")
+    for s, r in zip(safe, raw):
+        assert s == {k: "'" + v if k in text and v[:1] in ("=", "+", "-", "@") else v for k, v in r.items()}
+    assert safe[1]["similarity"] == raw[1]["similarity"] == "-0.25"  # a number, not text: as it is

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from documentfactory import PRESS_RELEASE, held_out_sentences, sectioned_markdown
-from finsent.cli import main
+from finsent.apps.cli import main
 
 QUESTION = "What does the company expect for next year?"
 

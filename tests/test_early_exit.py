@@ -7,22 +7,17 @@ import numpy as np
 import pytest
 import torch
 
-from finsent.cli import main
-from finsent.data import LABELS, load_data, split_data
-from finsent.distill import DistillConfig, exits_kd_loss, kd_loss
-from finsent.early_exit import (
-    EXITS_FILE,
-    MultiExitModel,
-    choose_thresholds,
-    exit_logits,
-    load_exits,
-    route,
-    segment_files,
-)
-from finsent.errors import FinsentError
-from finsent.inference import Predictor, margins
-from finsent.metrics import softmax
-from finsent.runs import read_model_info
+from finsent.apps.cli import main
+from finsent.core.errors import FinsentError
+from finsent.core.metrics import margins, softmax
+from finsent.data.corpus import load_data
+from finsent.data.labels import LABELS
+from finsent.data.splits import split_data
+from finsent.inference.early_exit import choose_thresholds, exit_logits, route
+from finsent.inference.predictor import Predictor
+from finsent.models.exits import EXITS_FILE, MultiExitModel, load_exits, segment_files
+from finsent.runs.folder import read_model_info
+from finsent.training.distill import DistillConfig, exits_kd_loss, kd_loss
 
 TINY = ["--max_train_samples", "200", "--max_eval_samples", "60", "--num_epochs", "1", "--max_length", "64"]
 
@@ -102,7 +97,7 @@ def test_distill_with_exits_stores_heads_and_thresholds_that_hold_on_validation(
     assert (student / EXITS_FILE).is_file() and load_exits(student).layers == [1, 3]
     # the heads as trained (the whole model with hidden states) = the heads as served (the model cut into segments)
     texts = split_data(load_data(phrasebank_zip, "all"), 3).test.texts[:40]
-    from finsent.modeling import load_trained
+    from finsent.models.loading import load_trained
 
     model, tokenizer = load_trained(student)
     feeds = tokenizer(texts, padding=True, truncation=True, max_length=64, return_tensors="pt")

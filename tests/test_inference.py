@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 from conftest import finsent_subprocess
-from finsent import inference
-from finsent.data import load_data, split_data
-from finsent.errors import FinsentError
-from finsent.inference import Predictor
+from finsent.core.errors import FinsentError
+from finsent.data.corpus import load_data
+from finsent.data.splits import split_data
+from finsent.inference import predictor as predictor_module
+from finsent.inference.predictor import Predictor
 
 pytestmark = pytest.mark.slow  # every test here needs the short training run
 
@@ -53,7 +54,7 @@ def test_input_order_and_batch_size_do_not_change_results(lora_run, torch_predic
 def test_chunked_tokenization_on_a_thread_pool_changes_nothing(lora_run, torch_predictor, test_texts, monkeypatch):
     texts = test_texts[:45] + [LONG]
     logits, truncated = torch_predictor.logits(texts)
-    monkeypatch.setattr(inference, "TOKENIZE_CHUNK", 7)  # 7 chunks, tokenized ahead on the pool
+    monkeypatch.setattr(predictor_module, "TOKENIZE_CHUNK", 7)  # 7 chunks, tokenized ahead on the pool
     chunked = Predictor(lora_run, "torch", batch_size=4)
     assert chunked.tokenizer_threads >= 1
     chunked_logits, chunked_truncated = chunked.logits(texts)
@@ -127,7 +128,7 @@ def test_export_writes_fused_fp32_and_int8_with_metadata(onnx_run):
     import onnx
     from transformers import AutoConfig
 
-    from finsent.hub import packaged_model_dir
+    from finsent.models.hub import packaged_model_dir
 
     out = onnx_run / "onnx"
     info = json.loads((out / "export.json").read_text())
@@ -160,9 +161,9 @@ def test_export_writes_fused_fp32_and_int8_with_metadata(onnx_run):
 
 
 def test_int8_is_calibrated_on_the_runs_training_split(lora_run, tmp_path):
-    from finsent.distill import sentence_hash
-    from finsent.exporters.onnx import calibration_texts
-    from finsent.runs import read_sentences
+    from finsent.core.text import sentence_hash
+    from finsent.export.graphs import calibration_texts
+    from finsent.runs.folder import read_sentences
 
     texts = calibration_texts(lora_run, None, 100)
     train = set(read_sentences(lora_run)["train"])

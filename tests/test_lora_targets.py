@@ -7,10 +7,10 @@ import re
 import pytest
 import torch
 
-from finsent import modeling
-from finsent.errors import FinsentError
-from finsent.hub import packaged_model_dir
-from finsent.training_args import PACKAGED_CONFIG_DIR
+from finsent.core.errors import FinsentError
+from finsent.models import loading, lora
+from finsent.models.hub import packaged_model_dir
+from finsent.training.config import PACKAGED_CONFIG_DIR
 
 DEFAULT = json.loads((PACKAGED_CONFIG_DIR / "lora_config.json").read_text())
 SEED = json.loads((PACKAGED_CONFIG_DIR / "lora_seed.json").read_text())
@@ -100,9 +100,9 @@ def per_layer(names: set[str], prefix: str) -> set[str]:
 )
 def test_default_config_adapts_every_encoder_linear_layer_and_trains_the_head(arch, layer0, head):
     model = tiny(arch)
-    settings = modeling.lora_targets(model, DEFAULT)
+    settings = lora.lora_targets(model, DEFAULT)
     assert settings["modules_to_save"] == head
-    wrapped = modeling.apply_lora(model, DEFAULT)
+    wrapped = lora.apply_lora(model, DEFAULT)
     names = adapted(wrapped)
     assert per_layer(names, f"{arch}.encoder.layer.0.") == layer0
     assert per_layer(names, f"{arch}.encoder.layer.1.") == layer0
@@ -117,11 +117,11 @@ def test_default_config_adapts_every_encoder_linear_layer_and_trains_the_head(ar
 
 def test_default_on_bert_is_the_measured_recipe_unchanged():
     """Same adapted layers, same trainable parameters, same initial weights as the BERT regex config on MiniLM."""
-    model = modeling.load_base_model(str(packaged_model_dir()))
+    model = loading.load_base_model(str(packaged_model_dir()))
     torch.manual_seed(0)
-    new = modeling.apply_lora(copy.deepcopy(model), DEFAULT)
+    new = lora.apply_lora(copy.deepcopy(model), DEFAULT)
     torch.manual_seed(0)
-    old = modeling.apply_lora(copy.deepcopy(model), BERT_REGEX)
+    old = lora.apply_lora(copy.deepcopy(model), BERT_REGEX)
     regex = {n for n, _ in model.named_modules() if re.fullmatch(BERT_REGEX["target_modules"], n)}
     assert adapted(new) == adapted(old) == regex
     new_state, old_state = new.state_dict(), old.state_dict()
@@ -133,7 +133,7 @@ def test_default_on_bert_is_the_measured_recipe_unchanged():
 
 def test_seed_config_adapts_query_and_value_on_bert():
     settings = copy.deepcopy(SEED)
-    wrapped = modeling.apply_lora(tiny("bert"), settings)
+    wrapped = lora.apply_lora(tiny("bert"), settings)
     assert settings == SEED  # the caller's settings (recorded in results.json) are not changed by PEFT
     assert {n.rsplit(".", 1)[-1] for n in adapted(wrapped)} == {"query", "value"}
     assert len(adapted(wrapped)) == 4
@@ -141,7 +141,7 @@ def test_seed_config_adapts_query_and_value_on_bert():
 
 def test_seed_config_on_mpnet_fails_with_one_line_naming_its_layers():
     with pytest.raises(FinsentError) as e:
-        modeling.apply_lora(tiny("mpnet"), SEED, "config/lora_seed.json")
+        lora.apply_lora(tiny("mpnet"), SEED, "config/lora_seed.json")
     message = str(e.value)
     assert "\n" not in message and message.startswith("config/lora_seed.json: target_modules ['query', 'value']")
     assert "mpnet" in message and "dense, k, o, q, v" in message
@@ -149,17 +149,17 @@ def test_seed_config_on_mpnet_fails_with_one_line_naming_its_layers():
 
 def test_regex_and_head_that_match_nothing_fail_with_one_line():
     with pytest.raises(FinsentError, match=r"match no linear layer.*named dense, k, o, q, v"):
-        modeling.lora_targets(
+        lora.lora_targets(
             tiny("mpnet"), {**DEFAULT, "target_modules": BERT_REGEX["target_modules"].replace("dense", "nothing")}
         )
     with pytest.raises(
         FinsentError, match=r"modules_to_save \['pooler'\] name no module.*head modules are \['classifier'\]"
     ):
-        modeling.lora_targets(tiny("roberta"), BERT_REGEX)
+        lora.lora_targets(tiny("roberta"), BERT_REGEX)
 
 
 def test_explicit_null_head_leaves_it_to_peft_and_all_linear_then_covers_the_pooler():
-    wrapped = modeling.apply_lora(tiny("bert"), {**DEFAULT, "modules_to_save": None})
+    wrapped = lora.apply_lora(tiny("bert"), {**DEFAULT, "modules_to_save": None})
     assert "bert.pooler.dense" in adapted(wrapped) and "classifier" not in adapted(wrapped)
     trainable = {n for n, p in wrapped.named_parameters() if p.requires_grad}
     assert any("classifier.modules_to_save" in n for n in trainable)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from finsent import metrics
+from finsent.core import metrics
 
 
 def test_ece_perfectly_calibrated_is_zero():
@@ -41,7 +41,7 @@ def test_softmax_and_margin():
     probs = metrics.softmax(np.array([[0.0, 0.0, 0.0], [10.0, 0.0, -10.0]]))
     assert np.allclose(probs.sum(1), 1)
     assert np.allclose(probs[0], 1 / 3)
-    assert metrics.top2_margin(np.array([[0.7, 0.2, 0.1]]))[0] == pytest.approx(0.5)
+    assert metrics.margins(np.array([[0.7, 0.2, 0.1]]))[0] == pytest.approx(0.5)
 
 
 def test_classification_metrics_per_class():

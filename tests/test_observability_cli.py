@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from finsent.dashboard import TABS, build_html
-from finsent.data import LABELS
-from finsent.runs import load_runs
+from finsent.apps.dashboard.sources import confusion_counts, source_comparison, source_metrics
+from finsent.apps.dashboard.views import TABS, build_html
+from finsent.data.labels import LABELS
+from finsent.runs.catalog import load_runs
 from runfactory import write_fake_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,7 +101,7 @@ def test_dashboard_skips_bad_runs_with_one_line_each(fake_runs, tmp_path):
     assert "2 runs" in proc.stdout and out.is_file()
     page = out.read_text(encoding="utf-8")
     assert 'id="warnings"' in page and "badjson" in page  # the page says what was skipped, too
-    assert page.count('class="run-panel" data-run="1"') == 4  # v1 and v2 rendered in every per-run view
+    assert page.count('class="run-panel" data-run="1"') == len(TABS) - 1  # v1 and v2 in every per-run view
 
 
 def test_dashboard_without_readable_runs_is_exit_2(fake_runs, tmp_path):
@@ -130,7 +131,7 @@ def test_export_tidy_csvs(fake_runs, tmp_path):
         assert r["mode"] == ("LoRA" if res["use_lora"] else "full") and int(r["n_test"]) == res["n_test"]
     preds = read_csv(tmp_path / "predictions.csv")
     assert len(preds) == sum(res["n_test"] for res in good.values())
-    assert list(preds[0])[:3] == ["run", "sample_id", "text"] and "error_type" in preds[0]
+    assert list(preds[0])[:4] == ["run", "sample_id", "source", "text"] and "error_type" in preds[0]
     for version, res in good.items():
         mine = [p for p in preds if p["run"] == version]
         assert np.mean([p["is_correct"] == "True" for p in mine]) == pytest.approx(res["accuracy"])
@@ -146,6 +147,28 @@ def test_export_tidy_csvs(fake_runs, tmp_path):
         for row in (c for c in confusion if c["version"] == version):
             cm[LABELS.index(row["true_label"]), LABELS.index(row["pred_label"])] = int(row["count"])
         assert cm.tolist() == res["confusion_matrix"]
+    per_source = read_csv(tmp_path / "per_source_metrics.csv")
+    assert sorted((r["version"], r["source"]) for r in per_source) == [("v1", "data"), ("v2", "data")]
+    for row in per_source:
+        assert float(row["accuracy"]) == pytest.approx(good[row["version"]]["per_source"]["data"]["accuracy"])
+
+
+def test_export_neutralises_formulas_unless_raw_csv(tmp_path):
+    from finsent.apps.powerbi import export_runs
+
+    texts = ['=HYPERLINK("http://x")', "-5% margin", "@SUM(A1)"] + [f"Sentence number {i}." for i in range(3, 120)]
+    write_fake_run(tmp_path / "r1", "v1", seed=11, texts=texts)
+    runs = load_runs([tmp_path / "r1"])
+    export_runs(runs, tmp_path / "safe")
+    export_runs(runs, tmp_path / "raw", raw_csv=True)
+    safe, raw = read_csv(tmp_path / "safe" / "predictions.csv"), read_csv(tmp_path / "raw" / "predictions.csv")
+    assert sorted(p["text"] for p in raw)[:3] == sorted(texts[:3])
+    assert sorted(p["text"] for p in safe)[:3] == sorted("'" + t for t in texts[:3])
+    assert [{k: v for k, v in p.items() if k != "text"} for p in safe] == [
+        {k: v for k, v in p.items() if k != "text"} for p in raw
+    ]  # numbers (negative ones too) and the other cells as they were
+    for name in ("runs.csv", "per_class_metrics.csv", "confusion_matrix.csv", "per_source_metrics.csv"):
+        assert (tmp_path / "safe" / name).read_bytes() == (tmp_path / "raw" / name).read_bytes()
 
 
 def test_html_is_self_contained_and_escapes_sentences(tmp_path):
@@ -160,3 +183,49 @@ def test_html_is_self_contained_and_escapes_sentences(tmp_path):
     assert not re.search(r"<(script|link|img|iframe)[^>]+(src|href)=", page)  # nothing loaded from elsewhere
     assert page.count("plotly.js v") <= 2  # the library banner: inlined once
     assert len(page) < 6_000_000
+
+
+def test_source_metrics_from_results_or_the_log(tmp_path):
+    """per_source as results.json stores it; where it has none, the same numbers from the log grouped by source."""
+    sources = ("phrasebank", "sentfin", "twitter-financial-news")
+    texts = [f"Sentence number {i}." for i in range(150)]
+    write_fake_run(tmp_path / "a", "v1", seed=5, n=150, texts=texts, sources=sources)
+    stored = results(tmp_path / "a")["per_source"]
+    assert list(stored) == list(sources) and all(stored[s]["n_test"] == 50 for s in sources)
+    (run,) = load_runs([tmp_path / "a"])
+    found = source_metrics(run)
+    assert found == {
+        s: {k: stored[s][k] for k in ("accuracy", "macro_f1", "ece", "n_train", "n_val", "n_test")} for s in sources
+    }
+    del run.results["per_source"]  # a run without per_source: computed from the log
+    computed = source_metrics(run)
+    for name in sources:
+        assert computed[name]["accuracy"] == pytest.approx(run.log[run.log["source"] == name]["is_correct"].mean())
+        for key in ("macro_f1", "ece"):
+            assert computed[name][key] == pytest.approx(stored[name][key], abs=1e-5)
+        assert computed[name]["n_test"] == 50 and computed[name]["n_train"] is None
+    assert (
+        sum(np.array(confusion_counts(run.log[run.log["source"] == s])) for s in sources).tolist()
+        == (run.results["confusion_matrix"])
+    )
+    run.log["source"] = "data"  # an old run: one unnamed source, whose counts are the pooled ones
+    old = source_metrics(run)["data"]
+    assert old["accuracy"] == pytest.approx(run.results["accuracy"]) and old["ece"] == pytest.approx(run.results["ece"])
+    assert (old["n_train"], old["n_val"], old["n_test"]) == (500, 150, 150)
+
+
+def test_source_comparison_rows_for_shared_sources(tmp_path):
+    texts = [f"Sentence number {i}." for i in range(120)]
+    write_fake_run(tmp_path / "a", "v1", seed=7, texts=texts, sources=("phrasebank", "sentfin"))
+    write_fake_run(tmp_path / "b", "v2", seed=8, texts=texts, sources=("finentity", "sentfin"))
+    write_fake_run(tmp_path / "c", "v3", seed=9, texts=texts)
+    runs = load_runs([tmp_path / "a", tmp_path / "b", tmp_path / "c"])
+    found = source_comparison(runs)
+    a, b = (results(tmp_path / n)["per_source"]["sentfin"] for n in ("a", "b"))
+    assert [r["cells"][:2] for r in found["rows"]] == [["sentfin", "accuracy"], ["sentfin", "macro-F1"]]
+    for row, key in zip(found["rows"], ("accuracy", "macro_f1")):
+        assert row["cells"][2:] == [f"{a[key]:.4f}", f"{b[key]:.4f}", "–"]
+        assert row["deltas"][0]["text"] == f"{b[key] - a[key]:+.4f}" and row["deltas"][1]["text"] == "–"
+        assert row["deltas"][0]["cls"] == ("up" if b[key] > a[key] else "down" if b[key] < a[key] else "")
+    assert found["unshared"] == ["phrasebank (v1)", "finentity (v2)", "data (v3)"]
+    assert source_comparison(runs[2:] + runs[:1])["rows"] == []  # no source in common

@@ -7,7 +7,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from finsent.exporters.onnx import channel_absmax, int8_nodes, quantize_int8, split_outlier_channels
+from finsent.export.graphs import channel_absmax, int8_nodes, quantize_int8, split_outlier_channels
 
 
 def two_linears_on_one_input(path, rng) -> None:
@@ -67,7 +67,7 @@ def test_nncf_telemetry_is_off():
     import sys
 
     code = (
-        "from finsent.exporters.onnx import import_nncf; import_nncf(); "
+        "from finsent.export.graphs import import_nncf; import_nncf(); "
         "from nncf.telemetry.wrapper import telemetry, NNCFTelemetryStub; "
         "assert isinstance(telemetry, NNCFTelemetryStub), type(telemetry)"
     )

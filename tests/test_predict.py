@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from conftest import finsent_subprocess
-from finsent import cli, predict
-from finsent.cli import main
-from finsent.inference import Predictor, Scores
+from finsent.apps import cli, predict
+from finsent.apps.cli import main
+from finsent.inference.predictor import Predictor, Scores
 
 ROOT = Path(__file__).resolve().parents[1]
 SENTENCES = [
@@ -36,7 +36,7 @@ def shared_predictor(lora_run):
 @pytest.fixture
 def run_cli(shared_predictor, lora_run, monkeypatch):
     """Call `finsent predict ...` in-process with the model loaded once for the module."""
-    monkeypatch.setattr(cli, "_predictor", lambda args: shared_predictor)
+    monkeypatch.setattr(cli.serving, "predictor_for", lambda args, model_dir=None: shared_predictor)
 
     def run(*argv):
         return main(["predict", "--model_dir", str(lora_run), "--quiet", *argv])
@@ -60,7 +60,8 @@ def read_jsonl(path):
 
 def check_row(row, pred):
     assert row["label"] == pred["label"]
-    assert float(row["confidence"]) == pytest.approx(pred["confidence"], abs=1e-6)
+    # both rounded to 6 decimals, but maybe scored in other batches (other padding, so another order of float sums)
+    assert float(row["confidence"]) == pytest.approx(pred["confidence"], abs=1e-5)
     probs = [float(row[f"prob_{k}"]) for k in ("negative", "neutral", "positive")]
     assert sum(probs) == pytest.approx(1, abs=1e-5) and max(probs) == pytest.approx(float(row["confidence"]))
     assert str(row["truncated"]) in ("False", "false")
@@ -139,6 +140,26 @@ def test_txt_input_skips_blank_lines(run_cli, tmp_path, expected):
         check_row(row, expected[row["text"]])
 
 
+def test_csv_output_neutralises_formulas_in_the_input_cells(run_cli, tmp_path):
+    """A CSV cell a spreadsheet would run as a formula (OWASP "CSV injection") gets a leading '; JSON Lines keeps it."""
+    hyperlink = '=HYPERLINK("http://x")'
+    src = tmp_path / "in.csv"
+    with open(src, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "extra"])
+        w.writerow([hyperlink, "@SUM(A1)"])
+        w.writerow([SENTENCES[0], "plain"])
+    out_csv, out_jsonl = tmp_path / "out.csv", tmp_path / "out.jsonl"
+    assert run_cli("--input", str(src), "--output", str(out_csv)) == 0
+    assert run_cli("--input", str(src), "--output", str(out_jsonl)) == 0
+    rows, records = read_csv(out_csv), read_jsonl(out_jsonl)
+    assert list(rows[0]) == ["text", "extra", *PRED_COLUMNS]
+    assert [(r["text"], r["extra"]) for r in rows] == [("'" + hyperlink, "'@SUM(A1)"), (SENTENCES[0], "plain")]
+    assert [(r["text"], r["extra"]) for r in records] == [(hyperlink, "@SUM(A1)"), (SENTENCES[0], "plain")]
+    for row, rec in zip(rows, records):  # the text as given was scored; the prediction columns are not touched
+        check_row(row, rec)
+
+
 def test_stdin_through_the_real_command(lora_run):
     proc = subprocess.run(
         [sys.executable, "-m", "finsent", "predict", "--model_dir", str(lora_run), "--quiet"],
@@ -209,6 +230,24 @@ def test_output_is_written_chunk_by_chunk(tmp_path):
 
     predict.predict_rows(Spy(), predict.open_file(src), out, "jsonl", chunk_size=3)
     assert seen == [0, 3, 6, 9]
+
+
+def test_raw_csv_writes_the_input_cells_as_they_are(tmp_path):
+    src = tmp_path / "in.csv"
+    src.write_text('text,=cmd,note\n"=1+1",+1,-0.5\nfine,\tx,@a\n', encoding="utf-8")
+    tail = ["neutral", "0.5", "0.2", "0.5", "0.3", "False"]
+    header = ["text", "=cmd", "note", *PRED_COLUMNS]
+    cells = [["=1+1", "+1", "-0.5", *tail], ["fine", "\tx", "@a", *tail]]
+    for raw in (False, True):
+        out = tmp_path / f"raw_{raw}.csv"
+        predict.run(StubPredictor(), predict.open_file(src), out, show_progress=False, raw_csv=raw)
+        with open(out, newline="", encoding="utf-8") as f:
+            got = list(csv.reader(f))
+        if raw:
+            assert got == [header, *cells]
+        else:
+            assert got[0] == ["text", "'=cmd", "note", *PRED_COLUMNS]
+            assert got[1:] == [["'=1+1", "+1", "-0.5", *tail], ["fine", "'\tx", "'@a", *tail]]  # numbers stay
 
 
 BAD_INPUTS = [

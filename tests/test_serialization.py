@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from finsent.serialization import dumps, to_jsonable, write_csv, write_json
+from finsent.core.serialization import dumps, neutralise_cell, to_jsonable, write_csv, write_json
 
 
 def test_numpy_scalars_and_arrays():
@@ -68,3 +68,39 @@ def test_atomic_writes_get_the_mode_a_plain_open_gives(tmp_path):
         os.umask(old)
     mode = lambda name: stat.S_IMODE((tmp_path / name).stat().st_mode)  # noqa: E731
     assert mode("r.json") == mode("plain.txt") == 0o644  # readable by the dashboard server's user, not mkstemp's 0o600
+
+
+@pytest.mark.parametrize("lead", ["=", "+", "-", "@", "\t", "\r"])
+def test_a_cell_a_spreadsheet_would_run_as_a_formula_gets_a_quote(lead):
+    assert neutralise_cell(lead + "SUM(A1:A9)") == "'" + lead + "SUM(A1:A9)"
+    assert neutralise_cell(lead) == "'" + lead
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["", "Profit rose", " =1+1", "'=1+1", "1-2", "a@b", "\n=1", None, -0.5, 3, np.float32(-1.5), True, ["=1"], b"=1"],
+)
+def test_other_cells_are_left_as_they_are(value):
+    assert neutralise_cell(value) is value
+
+
+def test_write_csv_neutralises_string_cells_only_when_asked(tmp_path):
+    rows = [{"text": '=HYPERLINK("http://x")', "score": -0.5, "note": "-0.5"}]
+    write_csv(tmp_path / "safe.csv", rows, ["text", "score", "note"], neutralise=True)
+    write_csv(tmp_path / "raw.csv", rows, ["text", "score", "note"])
+    assert (tmp_path / "safe.csv").read_text().splitlines() == [
+        "text,score,note",
+        '"\'=HYPERLINK(""http://x"")",-0.5,-0.5',  # a plain number stays a number
+    ]
+    assert (tmp_path / "raw.csv").read_text().splitlines() == [
+        "text,score,note",
+        '"=HYPERLINK(""http://x"")",-0.5,-0.5',
+    ]
+
+
+def test_plain_numbers_are_not_formulas():
+    from finsent.core.serialization import neutralise_cell
+
+    for number in ("-0.5", "+3", "-1e-3", "-.25"):
+        assert neutralise_cell(number) == number
+    assert neutralise_cell("-1+A1") == "'-1+A1" and neutralise_cell("+SUM(A1)") == "'+SUM(A1)"

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from finsent.serving import MAX_TEXT_CHARS, MAX_TEXTS
+from finsent.apps.schemas import MAX_TEXT_CHARS, MAX_TEXTS
 
 pytestmark = pytest.mark.slow
 

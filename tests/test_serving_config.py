@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from finsent.cli import build_parser, main
-from finsent.container import container_argv
-from finsent.container import main as container_main
-from finsent.errors import FinsentError
-from finsent.serving import check_exposure, is_loopback, parse_csv, read_api_key, sagemaker_port
+from finsent.apps.cli import build_parser, main
+from finsent.apps.container import container_argv
+from finsent.apps.container import main as container_main
+from finsent.apps.server import check_exposure, is_loopback, parse_csv, read_api_key, sagemaker_port
+from finsent.core.errors import FinsentError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -124,7 +124,7 @@ def test_dockerfile_wiring():
     text = (ROOT / "Dockerfile").read_text()
     entrypoint = json.loads(re.search(r"^ENTRYPOINT (.+)$", text, re.M).group(1))
     cmd = json.loads(re.search(r"^CMD (.+)$", text, re.M).group(1))
-    assert entrypoint == ["python", "-m", "finsent.container"]
+    assert entrypoint == ["python", "-m", "finsent.apps.container"]
     args = build_parser().parse_args(container_argv(cmd))  # `docker run IMAGE` with no arguments
     assert not args.sagemaker and args.host == "0.0.0.0" and args.model_dir == "/model" and args.backend == "onnx"
     users = re.findall(r"^USER (\S+)$", text, re.M)

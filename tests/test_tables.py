@@ -10,10 +10,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from finsent import predict, tables
-from finsent.data import LABELS, load_data
-from finsent.errors import FinsentError
-from finsent.inference import Scores
+from finsent.apps import predict
+from finsent.core.errors import FinsentError
+from finsent.data import tables
+from finsent.data.corpus import load_data
+from finsent.data.labels import LABELS
+from finsent.inference.predictor import Scores
 
 ROWS = [
     ("Operating profit rose to EUR 13.1 mn .", "positive"),

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from finsent import tracking
+from finsent.training import tracking
 from runfactory import write_fake_run
 
 

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from conftest import train_short
-from finsent.data import load_data, split_data
-from finsent.metrics import error_types
+from finsent.core.metrics import error_types
+from finsent.data.corpus import load_data
+from finsent.data.splits import split_data
 
 pytestmark = pytest.mark.slow  # every test here trains a model
 
@@ -136,7 +137,7 @@ def test_diverged_training_warns(phrasebank_zip, tmp_path, capsys):
 
 
 def test_evaluate_command_on_other_data(lora_run, phrasebank_zip, tmp_path):
-    from finsent.cli import main
+    from finsent.apps.cli import main
 
     assert (
         main(
@@ -161,7 +162,7 @@ def test_evaluate_command_on_other_data(lora_run, phrasebank_zip, tmp_path):
 
 
 def test_version_defaults_to_next_free(tmp_path, lora_run, full_run):
-    from finsent.runs import next_version
+    from finsent.runs.folder import next_version
 
     assert json.loads((full_run / "results.json").read_text())["version"] == "v2"
 
@@ -220,7 +221,7 @@ def test_interrupted_training_resumes(tmp_path, phrasebank_zip):
 
 def test_training_killed_with_sigkill_resumes_to_a_complete_run_folder(tmp_path, phrasebank_zip):
     """kill -9 after the first checkpoint (no handler runs), then --resume_from_checkpoint auto finishes the run."""
-    from finsent.runs import EVALUATION_LOG, MODEL_INFO, RESULTS, read_log, read_model_info, read_results
+    from finsent.runs.folder import EVALUATION_LOG, MODEL_INFO, RESULTS, read_log, read_model_info, read_results
 
     out = tmp_path / "killed"
     args = [
@@ -264,9 +265,9 @@ def test_checkpoint_with_other_label_order_is_remapped(full_run, tmp_path):
     """A head trained as positive/negative/neutral (FinBERT's order) predicts the same sentiment after loading."""
     import torch
 
-    from finsent.inference import Predictor
-    from finsent.modeling import load_base_model, load_trained
-    from finsent.runs import read_model_info, write_model_info
+    from finsent.inference.predictor import Predictor
+    from finsent.models.loading import load_base_model, load_trained
+    from finsent.runs.folder import read_model_info, write_model_info
 
     model, tok = load_trained(full_run)
     texts = [r["text"] for r in read_log(full_run)][:40]

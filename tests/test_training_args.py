@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from finsent.cli import build_parser, main
-from finsent.errors import FinsentError
-from finsent.training_args import TrainConfig, parse_overrides
+from finsent.apps.cli import build_parser, main
+from finsent.core.errors import FinsentError
+from finsent.training.config import TrainConfig, parse_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED_FLAGS = ["--model_name", "--data_path", "--output_dir", "--batch_size", "--num_epochs", "--use_lora"]
@@ -21,7 +21,7 @@ def parse(*argv):
 
 def test_seed_flags_parse_as_in_the_readme():
     args = parse("--model_name", "m", "--data_path", "d.zip", "--output_dir", "out", "--batch_size", "8")
-    assert (args.model_name, args.data_path, args.output_dir, args.batch_size) == ("m", "d.zip", "out", 8)
+    assert (args.model_name, args.data_path, args.output_dir, args.batch_size) == ("m", ["d.zip"], "out", 8)
     assert parse("--num_epochs", "2", "--use_lora").use_lora is True
     assert parse("--use_lora", "--num_epochs", "2").num_epochs == 2.0
     assert parse().use_lora is False and parse().learning_rate is None and parse().max_train_samples is None

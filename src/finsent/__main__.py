@@ -1,5 +1,5 @@
 import sys
 
-from finsent.cli import main
+from finsent.apps.cli import main
 
 sys.exit(main())

@@ -32,7 +32,7 @@
       });
     });
   });
-  // error-table filters: by type, true label, predicted label and text
+  // error-table filters: by type, true label, predicted label, source and text
   document.querySelectorAll('.error-table').forEach(function(box){
     var controls = box.querySelectorAll('[data-filter]');
     function apply(){
@@ -40,7 +40,8 @@
       var shown = 0, rows = box.querySelectorAll('tbody tr');
       rows.forEach(function(r){
         var ok = (!f.type || r.dataset.type.toLowerCase() === f.type) && (!f.true || r.dataset.true === f.true) &&
-                 (!f.predicted || r.dataset.pred === f.predicted) && (!f.text || r.textContent.toLowerCase().indexOf(f.text) >= 0);
+                 (!f.predicted || r.dataset.pred === f.predicted) && (!f.source || r.dataset.source.toLowerCase() === f.source) &&
+                 (!f.text || r.textContent.toLowerCase().indexOf(f.text) >= 0);
         r.style.display = ok ? '' : 'none'; if (ok) { shown++; }
       });
       box.querySelector('[data-count]').textContent = shown + ' of ' + rows.length;

@@ -1,0 +1,36 @@
+"""`finsent score`: batch scoring of file shards into a Parquet dataset, locally or on Ray."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from finsent.apps.cli.flags import add_flags, from_args
+from finsent.apps.shards import ScoreConfig
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from transformers.utils import logging as hf_logging
+
+    from finsent.apps.score import score
+
+    hf_logging.disable_progress_bar()
+    cfg = from_args(ScoreConfig, args)
+    summary = score(cfg)
+    print(
+        f"scored {summary['rows_scored_this_run']} rows in {summary['shards_scored_this_run']} shards "
+        f"({summary['shards_done_earlier']} done earlier, {summary['rows']} rows in all) with {summary['model']['version']} "
+        f"({summary['model']['backend']}, {cfg.engine}) -> {cfg.output} ({summary['elapsed_s']:.1f}s; summary in _summary.json)",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def add_commands(sub, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "score",
+        help="score CSV/JSONL/Parquet shards (local or s3://) into a Parquet dataset; resumable; local or Ray",
+        parents=[common],
+    )
+    add_flags(p, ScoreConfig)
+    p.set_defaults(func=cmd_score)

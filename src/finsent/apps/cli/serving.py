@@ -1,0 +1,141 @@
+"""`finsent predict`, `finsent serve` and `finsent export-onnx`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from finsent.apps.cli.flags import add_flags, from_args
+from finsent.apps.configs import ExportOnnxConfig, PredictConfig, ServeConfig
+from finsent.core.errors import FinsentError
+from finsent.core.logs import LOGGER
+from finsent.inference.factory import PredictorOptions
+
+
+def predictor_for(args: argparse.Namespace, model_dir: str | None = None):
+    """The one predictor factory, on the command's model flags; says once on stderr which backend it chose."""
+    from transformers.utils import logging as hf_logging
+
+    from finsent.inference.factory import build_predictor
+
+    hf_logging.disable_progress_bar()
+    predictor = build_predictor(model_dir or args.model_dir, from_args(PredictorOptions, args))
+    choice = getattr(predictor, "backend_choice", None) or getattr(
+        getattr(predictor, "primary", None), "backend_choice", None
+    )
+    reason = f" ({choice['reason']})" if choice and choice["requested"] == "auto" else ""
+    LOGGER.debug("backend %s%s", predictor.backend_name, reason)
+    if reason:
+        print(f"finsent: backend {predictor.backend_name}{reason}", file=sys.stderr)
+    return predictor
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from finsent.apps import predict
+
+    cfg = from_args(PredictConfig, args)
+    if cfg.texts and cfg.input:
+        raise FinsentError("give sentences as arguments or --input FILE, not both")
+    if cfg.input:
+        source = predict.open_file(cfg.input, cfg.text_column)
+    elif cfg.texts:
+        source = predict.open_args(cfg.texts)
+    elif sys.stdin is None or sys.stdin.isatty():
+        raise FinsentError(
+            "nothing to score: give sentences as arguments, --input FILE (csv, tsv, json, jsonl, parquet or txt), or pipe them on stdin, one a line"
+        )
+    else:
+        source = predict.open_stdin()
+    predictor = predictor_for(args)
+    summary = predict.run(
+        predictor,
+        source,
+        cfg.output,
+        cfg.chunk_size,
+        show_progress=not cfg.quiet and not cfg.texts,
+        raw_csv=cfg.raw_csv,
+    )
+    if cfg.output:
+        print(
+            f"scored {summary.scored} of {summary.rows} rows with {predictor.info.version} ({predictor.backend_name}) -> {cfg.output}",
+            file=sys.stderr,
+        )
+    if summary.empty:
+        print(
+            f"finsent: note: {summary.empty} rows had an empty {cfg.text_column!r} and were not scored (e.g. {', '.join(summary.empty_where)})",
+            file=sys.stderr,
+        )
+    if summary.truncated:
+        print(
+            f"finsent: note: {summary.truncated} texts were longer than {predictor.info.max_length} tokens and were truncated (column 'truncated')",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from finsent.apps import server
+
+    cfg = from_args(ServeConfig, args)
+    if cfg.sagemaker:
+        cfg.model_dir = cfg.model_dir or server.SAGEMAKER_MODEL_DIR
+    elif cfg.model_dir is None:
+        raise FinsentError("serve needs --model_dir RUN (or --sagemaker to serve /opt/ml/model on 0.0.0.0:8080)")
+    host = cfg.host or ("0.0.0.0" if cfg.sagemaker else "127.0.0.1")
+    port = cfg.port or (server.sagemaker_port(os.environ) if cfg.sagemaker else 8000)
+    api_key = server.read_api_key(cfg.api_key_file, os.environ)
+    notice = server.check_exposure(host, api_key, cfg.allow_unauthenticated, cfg.sagemaker)
+    if notice:
+        print(notice, file=sys.stderr)
+    server.serve(
+        predictor_for(args, cfg.model_dir),
+        host=host,
+        port=port,
+        log_level=args.log_level,
+        max_batch_texts=cfg.max_batch_texts,
+        max_wait_ms=cfg.max_wait_ms,
+        api_key=api_key,
+        cors_origins=cfg.cors_origins,
+    )
+    return 0
+
+
+def cmd_export_onnx(args: argparse.Namespace) -> int:
+    from transformers.utils import logging as hf_logging
+
+    from finsent.export.onnx import export_onnx
+
+    cfg = from_args(ExportOnnxConfig, args)
+    hf_logging.disable_progress_bar()
+    info = export_onnx(cfg.model_dir, cfg.output_dir, quantize=not cfg.no_quantize, data_path=cfg.data_path)
+    print(
+        f"exported {info['version']} to {info['output_dir']}/: {', '.join(info['files'])} (fp32 max |logit diff| vs PyTorch {info['fp32_max_abs_logit_diff']:.1e})"
+    )
+    return 0
+
+
+def add_commands(sub, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="score sentences from arguments, stdin or a table (csv, tsv, json, jsonl, parquet, txt)",
+        parents=[common],
+    )
+    add_flags(p, PredictConfig)
+    add_flags(p, PredictorOptions)
+    p.set_defaults(func=cmd_predict)
+    p = sub.add_parser(
+        "serve",
+        help="HTTP API: POST /predict, /invocations, GET /health, /ping, /metadata, docs at /docs",
+        parents=[common],
+    )
+    add_flags(p, ServeConfig)
+    add_flags(p, PredictorOptions)
+    p.set_defaults(func=cmd_serve)
+    p = sub.add_parser(
+        "export-onnx",
+        help="merge the LoRA adapter, export ONNX and quantize it to int8 into <model_dir>/onnx/",
+        parents=[common],
+    )
+    add_flags(p, ExportOnnxConfig)
+    p.set_defaults(func=cmd_export_onnx)

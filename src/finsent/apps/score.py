@@ -1,0 +1,157 @@
+"""`finsent score`: CSV/JSONL/Parquet shards (local or any fsspec URL) to a Parquet dataset, resumable, locally or on Ray Data.
+
+Each input shard becomes one Parquet file (its rows and columns plus the prediction columns) written to a temp file
+and published under its final name only when complete (a rename on disk, a single PUT on object storage). The
+file's footer records the source shard (size and ETag/mtime), the model and the row count, so a re-run skips the
+shards whose output is complete and scores the rest; `_summary.json` is written when every shard is done.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+from finsent.apps.score_ray import _score_ray
+from finsent.apps.shards import (
+    SUMMARY,
+    ScoreConfig,
+    Shard,
+    ShardOutput,
+    ShardResult,
+    _counts,
+    _read_shard,
+    _remove_stale_temps,
+    completed,
+    discover_shards,
+    model_identity,
+    score_table,
+)
+from finsent.core.remote import (
+    filesystem,
+    local_model_dir,
+    storage_errors,
+    write_bytes,
+)
+from finsent.inference.factory import resolve_backend
+
+
+class _Progress:
+    """rows/s and shards done on stderr (tqdm), or nothing with --quiet."""
+
+    def __init__(self, total_shards: int, done: int, quiet: bool):
+        from tqdm import tqdm
+
+        self.bar = tqdm(desc="score", unit=" rows", file=sys.stderr, disable=quiet, leave=False)
+        self.total, self.done = total_shards, done
+        self.bar.set_postfix_str(f"shards {done}/{total_shards}")
+
+    def rows(self, n: int) -> None:
+        self.bar.update(n)
+
+    def shard_done(self) -> None:
+        self.done += 1
+        self.bar.set_postfix_str(f"shards {self.done}/{self.total}")
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _score_local(cfg: ScoreConfig, model_dir: Path, pending: list[Shard], open_output, progress) -> Iterator:
+    from finsent.inference.factory import PredictorOptions, build_predictor
+
+    predictor = build_predictor(model_dir, PredictorOptions(cfg.backend, cfg.onnx_runtime, cfg.batch_size, cfg.threads))
+    for shard in pending:
+        out = open_output(shard, predictor.labels)
+        try:
+            for chunk in _read_shard(shard.url, cfg.text_column, cfg.chunk_size):
+                out.write(score_table(predictor, chunk, cfg.text_column))
+                progress.rows(chunk.num_rows)
+            yield out.publish()
+        except BaseException:
+            out.discard()
+            raise
+
+
+def score(cfg: ScoreConfig) -> dict:
+    """Run the job: plan (skip complete shards), score the rest with the chosen engine, write the summary."""
+    start = time.perf_counter()
+    shards = discover_shards(cfg.input, cfg.output)
+    out_fs, out_root = filesystem(cfg.output)
+    out_root = out_root.rstrip("/")
+    with storage_errors(f"--model_dir {cfg.model_dir}"):
+        model_dir = local_model_dir(cfg.model_dir)
+    cfg = dataclasses.replace(
+        cfg, backend=resolve_backend(model_dir, cfg.backend)[0]
+    )  # auto: one choice for all shards
+    meta = {"format": 1, "text_column": cfg.text_column, "model": model_identity(model_dir, cfg.backend)}
+    with storage_errors(f"--output {cfg.output}"):
+        _remove_stale_temps(out_fs, out_root)
+        out_fs.invalidate_cache()
+        existing = set(out_fs.find(out_root)) if out_fs.exists(out_root) else set()
+        results: dict[str, ShardResult] = {}
+        for shard in shards:
+            path = f"{out_root}/{shard.output_name}"
+            done = completed(out_fs, path, shard, meta) if path in existing else None
+            if done is not None:
+                results[shard.name] = done
+    pending = [s for s in shards if s.name not in results]
+    progress = _Progress(len(shards), len(results), cfg.quiet)
+
+    def open_output(shard: Shard, labels) -> ShardOutput:
+        return ShardOutput(out_fs, out_root, shard, labels, meta)
+
+    engine = _score_ray if cfg.engine == "ray" else _score_local
+    try:
+        if pending:
+            for shard, result in zip(pending, engine(cfg, model_dir, pending, open_output, progress)):
+                results[shard.name] = result
+                progress.shard_done()
+    finally:
+        progress.close()
+    elapsed = time.perf_counter() - start
+    summary = _summary(cfg, shards, results, meta["model"], elapsed)
+    with storage_errors(f"--output {cfg.output}"):
+        write_bytes(out_fs, f"{out_root}/{SUMMARY}", (json.dumps(summary, indent=2) + "\n").encode("utf-8"))
+    return summary
+
+
+def _summary(cfg: ScoreConfig, shards: list[Shard], results: dict[str, ShardResult], model: dict, elapsed: float):
+    now = [results[s.name] for s in shards if results[s.name].scored_now]
+    labels: Counter = Counter()
+    for r in results.values():
+        labels.update(r.label_counts)
+    rows_now = sum(r.rows for r in now)
+    return {
+        "rows": sum(r.rows for r in results.values()),
+        "scored": sum(r.rows - r.empty for r in results.values()),
+        "empty": sum(r.empty for r in results.values()),
+        "truncated": sum(r.truncated for r in results.values()),
+        "label_counts": dict(labels),
+        "model": {**model, "model_dir": cfg.model_dir},
+        "input": cfg.input,
+        "output": cfg.output,
+        "text_column": cfg.text_column,
+        "engine": cfg.engine,
+        "num_workers": cfg.num_workers if cfg.engine == "ray" else 1,
+        "elapsed_s": round(elapsed, 3),
+        "rows_scored_this_run": rows_now,
+        "rows_per_s_this_run": round(rows_now / elapsed, 1) if elapsed > 0 else None,
+        "shards_total": len(shards),
+        "shards_scored_this_run": len(now),
+        "shards_done_earlier": len(shards) - len(now),
+        "shards": [
+            {
+                "input": s.name,
+                "output": results[s.name].output,
+                **_counts(results[s.name]),
+                "scored_now": results[s.name].scored_now,
+            }
+            for s in shards
+        ],
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }

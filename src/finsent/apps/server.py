@@ -1,0 +1,462 @@
+"""HTTP API: a FastAPI app over one Predictor, concurrent requests micro-batched into shared forward passes.
+
+Also the SageMaker inference contract (GET /ping, POST /invocations) and the server's security rules: a bearer API
+key on every route but the health checks, and no start on a non-loopback address without one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import hmac
+import io
+import ipaddress
+import json
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from finsent.apps.schemas import MAX_TEXT_CHARS, MAX_TEXTS, AnalyzeRequest, PredictRequest, PredictResponse
+from finsent.core.errors import FinsentError
+from finsent.documents.analysis import analyze_text
+
+MAX_BODY_BYTES = 16 * 1024 * 1024
+MAX_BATCH_TEXTS = 256
+MAX_WAIT_MS = 2.0
+API_KEY_ENV = "FINSENT_API_KEY"
+OPEN_PATHS = frozenset({"/health", "/ping"})
+SAGEMAKER_MODEL_DIR = "/opt/ml/model"
+SAGEMAKER_PORT = 8080
+BODY_ERRORS = ("utf8_invalid", "json_invalid", "json_too_deep")
+JSON_TYPES = ("application/json",)
+CSV_TYPES = ("text/csv",)
+
+
+class MicroBatcher:
+    """Queue concurrent requests, wait a few ms for company, score them in one call on a worker thread."""
+
+    def __init__(
+        self,
+        score: Callable[[list[str]], list[dict]],
+        max_batch_texts: int = MAX_BATCH_TEXTS,
+        max_wait_ms: float = MAX_WAIT_MS,
+    ):
+        self.score = score
+        self.max_batch_texts = max_batch_texts
+        self.max_wait = max_wait_ms / 1000
+        self.requests = 0
+        self.batches = 0
+        self._queue: asyncio.Queue | None = None
+        self._task: asyncio.Task | None = None
+        self._executor: ThreadPoolExecutor | None = None
+
+    async def start(self) -> None:
+        self._queue = asyncio.Queue()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="finsent-inference")
+        self._task = asyncio.create_task(self._loop())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+
+    async def submit(self, texts: list[str]) -> list[dict]:
+        """Score texts together with whatever other requests arrive meanwhile."""
+        future = asyncio.get_running_loop().create_future()
+        await self._queue.put((texts, future))
+        return await future
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        carry = None
+        while True:
+            first = carry or await self._queue.get()
+            carry = None
+            if self._queue.empty() and self.max_wait > 0:
+                await asyncio.sleep(self.max_wait)
+            batch, n = [first], len(first[0])
+            while not self._queue.empty() and n < self.max_batch_texts:
+                item = self._queue.get_nowait()
+                if n + len(item[0]) > self.max_batch_texts:
+                    carry = item
+                    break
+                batch.append(item)
+                n += len(item[0])
+            batch = [(texts, fut) for texts, fut in batch if not fut.cancelled()]
+            if not batch:
+                continue
+            texts = [t for ts, _ in batch for t in ts]
+            try:
+                results = await loop.run_in_executor(self._executor, self.score, texts)
+            except Exception as e:  # noqa: BLE001 - handed to the waiting requests
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(e)
+                continue
+            self.batches += 1
+            self.requests += len(batch)
+            start = 0
+            for ts, fut in batch:
+                if not fut.done():
+                    fut.set_result(results[start : start + len(ts)])
+                start += len(ts)
+
+
+def _validation_message(errors: list[dict]) -> str:
+    parts = []
+    for err in errors[:5]:
+        if err.get("type") in BODY_ERRORS:
+            parts.append(err["msg"])
+            continue
+        loc = ".".join(str(x) for x in err.get("loc", ()) if x != "body") or "body"
+        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        parts.append(f"{loc}: {msg}")
+    return "; ".join(parts)
+
+
+def _body_error(kind: str, message: str) -> RequestValidationError:
+    return RequestValidationError([{"type": kind, "loc": ("body",), "msg": message}])
+
+
+def decode_utf8(body: bytes) -> str:
+    """The body as text (a leading byte-order mark dropped); bytes that are not UTF-8 are a 422 naming the first bad one."""
+    try:
+        return body.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as e:
+        raise _body_error(
+            "utf8_invalid",
+            f"the body is not valid UTF-8 (byte 0x{body[e.start]:02x} at position {e.start}); send UTF-8 encoded text",
+        ) from None
+
+
+def parse_json(body: bytes) -> Any:
+    """Decode a JSON body; invalid UTF-8, malformed or over-deep JSON are 422s with a readable message."""
+    try:
+        return json.loads(decode_utf8(body))
+    except json.JSONDecodeError as e:
+        raise _body_error(
+            "json_invalid",
+            f'the body is not valid JSON ({e.msg} at line {e.lineno} column {e.colno}); send {{"texts": ["..."]}} with Content-Type: application/json',
+        ) from None
+    except RecursionError:
+        raise _body_error(
+            "json_too_deep",
+            'the body\'s JSON is nested too deeply to read; send {"texts": ["..."]}, a flat list of strings',
+        ) from None
+
+
+def parse_csv(body: bytes) -> list[str]:
+    """One text per line of a text/csv body; a quoted field may hold commas or line breaks, an unquoted line is taken whole."""
+    return [",".join(row) for row in csv.reader(io.StringIO(decode_utf8(body), newline=""))]
+
+
+def validate_request(data: Any, model: type[BaseModel] = PredictRequest) -> BaseModel:
+    """Validate parsed input as a request model; errors become the same 422 as any other bad field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise RequestValidationError(
+            [{**err, "loc": ("body", *err["loc"])} for err in e.errors(include_url=False)]
+        ) from None
+
+
+def media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+def unsupported_media_type(got: str, accepted: tuple[str, ...]) -> HTTPException:
+    return HTTPException(
+        415, f"Content-Type {got or '(none)'} is not supported here; send {' or '.join(accepted)} (UTF-8)"
+    )
+
+
+def predictions_csv(predictions: list[dict], labels: list[str]) -> str:
+    """label, confidence, then one probability per label (prob_<label> in label order), one row per text, no header."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    for p in predictions:
+        writer.writerow([p["label"], p["confidence"], *(p["probabilities"][label] for label in labels)])
+    return out.getvalue()
+
+
+class BearerAuth:
+    """ASGI middleware: every HTTP route except OPEN_PATHS needs `Authorization: Bearer <key>` (constant-time compare)."""
+
+    def __init__(self, app: ASGIApp, api_key: str):
+        self.app = app
+        self.key = api_key.encode("utf-8")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        scheme, _, token = Headers(scope=scope).get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode("utf-8"), self.key):
+            await self.app(scope, receive, send)
+            return
+        message = (
+            "wrong API key" if scheme.lower() == "bearer" else "this server needs an API key"
+        ) + f"; send the header 'Authorization: Bearer <key>' with the key the server was started with ({API_KEY_ENV})"
+        response = JSONResponse({"message": message}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        await response(scope, receive, send)
+
+
+def create_app(
+    predictor,
+    max_batch_texts: int | None = None,
+    max_wait_ms: float | None = None,
+    api_key: str | None = None,
+    cors_origins: list[str] | None = None,
+) -> FastAPI:
+    """The finsent API over a loaded Predictor; the model is fixed here, never chosen by a request.
+
+    With api_key, every route but /health and /ping needs it as a bearer token; CORS is off unless origins are given.
+    """
+    batcher = MicroBatcher(
+        predictor.predict, max_batch_texts or MAX_BATCH_TEXTS, MAX_WAIT_MS if max_wait_ms is None else max_wait_ms
+    )
+    app = _new_app(predictor, batcher)
+    _add_middleware(app, api_key, cors_origins)
+    _add_error_handlers(app)
+    _add_predict_routes(app, predictor, batcher)
+    _add_analyze_route(app, predictor)
+    _add_info_routes(app, predictor, batcher)
+    return app
+
+
+def _new_app(predictor, batcher: MicroBatcher) -> FastAPI:
+    """The FastAPI app whose lifespan starts and stops the batcher."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await batcher.start()
+        yield
+        await batcher.stop()
+
+    from finsent import __version__
+
+    app = FastAPI(
+        title="finsent",
+        version=__version__,
+        lifespan=lifespan,
+        max_body_size=MAX_BODY_BYTES,
+        description=f"Sentiment (negative / neutral / positive) of financial news sentences. Model {predictor.info.version}, {predictor.backend_name} backend.",
+    )
+    app.state.batcher = batcher
+    return app
+
+
+def _add_middleware(app: FastAPI, api_key: str | None, cors_origins: list[str] | None) -> None:
+    """Bearer authentication where a key is given; CORS outside it where origins are given."""
+    if api_key:
+        app.add_middleware(BearerAuth, api_key=api_key)
+    if cors_origins:  # outermost, so a browser's preflight is answered before authentication
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Validation errors and HTTP errors as {"message", "detail"} JSON."""
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{k: v for k, v in e.items() if k not in ("input", "url", "ctx")} for e in exc.errors()]
+        return JSONResponse(
+            status_code=422, content={"message": _validation_message(errors), "detail": jsonable_encoder(errors)}
+        )
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse(
+            status_code=exc.status_code,
+            content={"message": exc.detail, "detail": exc.detail},
+            headers=getattr(exc, "headers", None),
+        )
+
+
+def _add_predict_routes(app: FastAPI, predictor, batcher: MicroBatcher) -> None:
+    """POST /predict (JSON) and POST /invocations (SageMaker: JSON or text/csv in, JSON or text/csv out)."""
+
+    async def score(request: Request) -> dict:
+        texts = validate_request(parse_json(await request.body())).texts
+        predictions = await batcher.submit(texts)
+        return {"model_version": predictor.info.version, "backend": predictor.backend_name, "predictions": predictions}
+
+    json_body = {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": PredictRequest.model_json_schema()}},
+        }
+    }
+
+    @app.post(
+        "/predict",
+        response_model=PredictResponse,
+        response_model_exclude_none=True,
+        summary="Score 1 to 1,000 sentences",
+        openapi_extra=json_body,
+    )
+    async def predict(request: Request) -> dict:
+        if media_type(request) not in JSON_TYPES:
+            raise unsupported_media_type(media_type(request), JSON_TYPES)
+        return await score(request)
+
+    @app.post(
+        "/invocations",
+        summary="SageMaker inference: application/json as /predict, or text/csv with one sentence a line",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {**json_body["requestBody"]["content"], "text/csv": {"schema": {"type": "string"}}},
+            }
+        },
+    )
+    async def invocations(request: Request) -> Response:
+        kind = media_type(request)
+        if kind in CSV_TYPES:
+            texts = validate_request({"texts": parse_csv(await request.body())}).texts
+            result = {
+                "model_version": predictor.info.version,
+                "backend": predictor.backend_name,
+                "predictions": await batcher.submit(texts),
+            }
+        elif kind in JSON_TYPES:
+            result = await score(request)
+        else:
+            raise unsupported_media_type(kind, JSON_TYPES + CSV_TYPES)
+        if "text/csv" in request.headers.get("accept", ""):
+            return Response(predictions_csv(result["predictions"], list(predictor.labels)), media_type="text/csv")
+        return JSONResponse(jsonable_encoder(PredictResponse(**result), exclude_none=True))
+
+
+def _add_analyze_route(app: FastAPI, predictor) -> None:
+    """POST /analyze: one document's sentence sentiment, section aggregates and question evidence."""
+
+    @app.post(
+        "/analyze",
+        summary="Sentence sentiment, section aggregates and question evidence for one document",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": AnalyzeRequest.model_json_schema()}},
+            }
+        },
+    )
+    async def analyze(request: Request):
+        if media_type(request) not in JSON_TYPES:
+            raise unsupported_media_type(media_type(request), JSON_TYPES)
+        body = validate_request(parse_json(await request.body()), AnalyzeRequest)
+        try:
+            return await run_in_threadpool(analyze_text, predictor, body.text, body.questions, body.top_k)
+        except FinsentError as e:
+            return JSONResponse(status_code=422, content={"message": str(e), "detail": []})
+
+
+def _add_info_routes(app: FastAPI, predictor, batcher: MicroBatcher) -> None:
+    """GET /health, /ping (SageMaker's health check) and /metadata."""
+
+    @app.get("/health", summary="Liveness: the model is loaded")
+    async def health() -> dict:
+        return {"status": "ok", "model_version": predictor.info.version, "backend": predictor.backend_name}
+
+    app.get("/ping", summary="SageMaker health check: 200 once the model is loaded")(health)
+
+    @app.get("/metadata", summary="Model version, labels, backend and the run's test metrics")
+    async def metadata() -> dict:
+        serving = {
+            "max_batch_texts": batcher.max_batch_texts,
+            "max_wait_ms": batcher.max_wait * 1000,
+            "max_texts_per_request": MAX_TEXTS,
+            "max_text_chars": MAX_TEXT_CHARS,
+            "requests_served": batcher.requests,
+            "forward_batches": batcher.batches,
+        }
+        return jsonable_encoder({**predictor.metadata(), "serving": serving})
+
+
+def read_api_key(api_key_file: str | None, env: Mapping[str, str]) -> str | None:
+    """The API key from --api_key_file (first line) or else FINSENT_API_KEY; None when neither is given."""
+    if api_key_file is not None:
+        path = Path(api_key_file)
+        try:
+            key = path.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            raise FinsentError(f"{path}: no such API key file (--api_key_file)") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise FinsentError(
+                f"{path}: cannot read the API key file ({e.__class__.__name__}); give a UTF-8 text file"
+            ) from None
+        if not key or len(key.split()) > 1:
+            raise FinsentError(
+                f"{path}: the API key file is {'empty' if not key else 'more than one word'}; put only the key in it"
+            )
+        return key
+    key = env.get(API_KEY_ENV)
+    if key is not None and not key.strip():
+        raise FinsentError(f"{API_KEY_ENV} is set but empty; set it to the key clients must send, or unset it")
+    return key.strip() if key else None
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 and localhost; every other address (0.0.0.0 included) reaches beyond this machine."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(host: str, api_key: str | None, allow_unauthenticated: bool, sagemaker: bool) -> str | None:
+    """Refuse to serve a non-loopback address without a key; the line to print when serving open on purpose."""
+    if api_key or is_loopback(host):
+        return None
+    if sagemaker:
+        return f"finsent: SageMaker mode: serving on {host} without an API key; SageMaker's IAM authentication guards the endpoint"
+    if allow_unauthenticated:
+        return f"finsent: warning: serving on {host} without an API key (--allow_unauthenticated): anyone who reaches it can use it"
+    raise FinsentError(
+        f"refusing to serve on {host} without an API key: set {API_KEY_ENV} or --api_key_file FILE "
+        "(clients send 'Authorization: Bearer <key>'), bind --host 127.0.0.1, or pass --allow_unauthenticated"
+    )
+
+
+def sagemaker_port(env: Mapping[str, str]) -> int:
+    """SageMaker serves on 8080 unless the platform names another port in SAGEMAKER_BIND_TO_PORT."""
+    value = env.get("SAGEMAKER_BIND_TO_PORT", str(SAGEMAKER_PORT))
+    if not value.isdigit() or not 0 < int(value) < 65536:
+        raise FinsentError(f"SAGEMAKER_BIND_TO_PORT={value!r} is not a port number (1 to 65535)")
+    return int(value)
+
+
+def serve(
+    predictor,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    log_level: str = "info",
+    **options,
+) -> None:
+    """Run the API with uvicorn (one process; concurrency comes from micro-batching); options go to create_app."""
+    import uvicorn
+
+    uvicorn.run(create_app(predictor, **options), host=host, port=port, log_level=log_level)

@@ -1,0 +1,1 @@
+"""Labelled corpora: readers, user tables, splits and label quality."""

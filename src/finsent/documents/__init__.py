@@ -1,0 +1,1 @@
+"""Long documents: extraction, sentence segmentation, retrieval, analysis and the report."""

@@ -1,1 +1,0 @@
-"""Exporters that turn a trained run folder into other runtimes' formats."""

@@ -1,0 +1,1 @@
+"""Models: offline and hub weights, loading, LoRA, and the early-exit heads and segments."""
