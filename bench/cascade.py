@@ -81,7 +81,9 @@ def main(argv=None) -> int:
         subprocess.run([sys.executable, "-m", "finsent", "export-onnx", "--model_dir", args.student], check=True)
     data = read_results(args.student)["data"]
     test = split_data(load_data(args.data_path, data["agreement"]), data["seed"]).test
-    cascade = build_predictor(args.student, PredictorOptions("onnx", threads=args.threads, cascade=args.teacher))
+    cascade = build_predictor(
+        args.student, PredictorOptions(backend="onnx", threads=args.threads, cascade=args.teacher)
+    )
     student, teacher = cascade.student, cascade.teacher
 
     gold = np.asarray(test.labels)

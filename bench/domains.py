@@ -85,23 +85,25 @@ def config_for(row: str, seed: int, out: Path, args) -> tuple[TrainConfig, Disti
     return cfg, distill
 
 
-def score_sources(run: Path, splits) -> dict:
-    """Each source's test accuracy, macro-F1 and ECE of a run, scored through its own Predictor (calibrated)."""
+def score_sources(run: Path, part) -> dict:
+    """Each source's accuracy, macro-F1 and ECE of a run on one split, scored through its own Predictor (calibrated)."""
     predictor = build_predictor(run, PredictorOptions(backend="torch"))
-    probs = predictor.score(splits.test.texts).probs
-    return metrics.per_source_metrics(splits.test.labels, probs, splits.test.sources, LABELS)
+    probs = predictor.score(part.texts).probs
+    return metrics.per_source_metrics(part.labels, probs, part.sources, LABELS)
 
 
 def run_row(row: str, seed: int, args, splits) -> dict:
-    out = args.work_dir / f"{row}-s{seed}"
+    out = args.work_dir / f"{row}{args.tag}-s{seed}"
     before = load()
     if not (out / "results.json").is_file():
         cfg, distill = config_for(row, seed, out, args)
         train(cfg, distill=distill)
     results = read_results(out)
-    per_source = score_sources(out, splits)
+    per_source = score_sources(out, splits.test)
+    val = score_sources(out, splits.val)  # what choices (caps, weights) are made on
     return {
-        "row": row,
+        "row": row + args.tag,
+        "mix": args.mix and Path(args.mix).read_text(),
         "seed": seed,
         "run": str(out),
         "train_runtime_s": results["train_runtime_s"],
@@ -109,6 +111,7 @@ def run_row(row: str, seed: int, args, splits) -> dict:
         "n_train": results["n_train"],
         "val_macro_f1": results["best_val_macro_f1"],
         "per_source": {k: {m: v[m] for m in ("accuracy", "macro_f1", "ece")} for k, v in per_source.items()},
+        "val_per_source": {k: {m: v[m] for m in ("accuracy", "macro_f1")} for k, v in val.items()},
         "loadavg_before": before,
         "loadavg_after": load(),
         "config": {k: results["config"].get(k) for k in ("model_name", "use_lora", "max_length", "num_epochs", "lr")},
@@ -131,12 +134,28 @@ def to_markdown(rows: list[dict], cpu: str) -> str:
         for source in CORPORA:
             acc = [r["per_source"][source]["accuracy"] for r in mine if source in r["per_source"]]
             f1 = [r["per_source"][source]["macro_f1"] for r in mine if source in r["per_source"]]
-            goal = GOALS.get(row, {}).get(source)
+            goal = GOALS.get(next((g for g in GOALS if row.startswith(g)), ""), {}).get(source)
             mark = "" if goal is None else (" (goal met)" if np.mean(acc) >= goal else f" (goal {goal:.1%}: NOT met)")
             cells.append(f"{np.mean(acc):.4f} ({np.mean(f1):.3f}){mark}" if acc else "")
         times = "-".join(f"{r['train_runtime_s']:.0f}" for r in mine)
         loads = "; ".join(f"{r['loadavg_before'][0]:.2f} / {r['loadavg_after'][0]:.2f}" for r in mine)
         lines.append(f"| {row} | {len(mine)} | " + " | ".join(cells) + f" | {times} | {loads} |")
+    lines += [
+        "",
+        "Validation (what the choices were made on), accuracy per source:",
+        "",
+        "| row | seeds | " + " | ".join(CORPORA) + " |",
+        "| --- | --- | " + " | ".join("---" for _ in CORPORA) + " |",
+    ]
+    for row in dict.fromkeys(r["row"] for r in rows):
+        mine = [r for r in rows if r["row"] == row and r.get("val_per_source")]
+        cells = [
+            f"{np.mean([r['val_per_source'][s]['accuracy'] for r in mine if s in r['val_per_source']]):.4f}"
+            if any(s in r["val_per_source"] for r in mine)
+            else ""
+            for s in CORPORA
+        ]
+        lines.append(f"| {row} | {len(mine)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -145,6 +164,7 @@ def main(argv=None) -> int:
     parser.add_argument("--rows", nargs="+", default=["minilm-pb", "minilm-mix"], choices=list(ROWS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--mix", default=None, help="a mix file (caps, weights) to train the -mix rows on")
+    parser.add_argument("--tag", default="", help="appended to each row's name, e.g. -pbx3 for a mix variant")
     parser.add_argument("--max_length", type=int, default=TrainConfig().max_length)
     parser.add_argument("--num_epochs", type=float, default=TrainConfig().num_epochs)
     parser.add_argument("--work_dir", type=Path, default=Path("outputs/domains"))
@@ -163,7 +183,7 @@ def main(argv=None) -> int:
         for row in args.rows:
             start = time.time()
             result = run_row(row, seed, args, splits)
-            rows = [r for r in rows if (r["row"], r["seed"]) != (row, seed)] + [result]
+            rows = [r for r in rows if (r["row"], r["seed"]) != (result["row"], seed)] + [result]
             accs = ", ".join(f"{k} {v['accuracy']:.4f}" for k, v in result["per_source"].items())
             print(
                 f"{row} seed {seed}: {accs}; train {result['train_runtime_s']:.0f}s ({time.time() - start:.0f}s in all); "

@@ -79,8 +79,8 @@ def multi_exit_rows(mdir: Path, parts: dict, gold: np.ndarray, args) -> list[dic
 
     from finsent.inference.factory import PredictorOptions, build_predictor
 
-    final = build_predictor(mdir, PredictorOptions("onnx", threads=args.threads))
-    early = build_predictor(mdir, PredictorOptions("onnx", threads=args.threads, early_exit=True))
+    final = build_predictor(mdir, PredictorOptions(backend="onnx", threads=args.threads))
+    early = build_predictor(mdir, PredictorOptions(backend="onnx", threads=args.threads, early_exit=True))
     layers = early.backend.layers
     final_labels = {name: final.score(part).probs.argmax(1) for name, part in parts.items()}
     full_row = isolated("multi-exit student, final layer (onnx int8)", "full", mdir, args)
@@ -213,7 +213,7 @@ def main(argv=None) -> int:
         flags = ["--num_layers", str(layers), *RECIPE]  # an exit is distilled from the run itself
         ensure_distilled(str(run), exits_root / f"L{layers}", flags, data, args.data_path, unlabeled)
     ensure_onnx(run)
-    full = build_predictor(run, PredictorOptions("onnx", threads=args.threads))
+    full = build_predictor(run, PredictorOptions(backend="onnx", threads=args.threads))
     parts = {"test": splits.test.texts, "unseen": unseen}
     full_labels = {name: full.score(texts).probs.argmax(1) for name, texts in parts.items()}
     gold = np.asarray(splits.test.labels)
@@ -221,7 +221,7 @@ def main(argv=None) -> int:
     rows[0].update(layers=None, test_accuracy=float((full_labels["test"] == gold).mean()))
     for layers in args.num_layers:
         exit_dir = exits_root / f"L{layers}"
-        on = PredictorOptions("onnx", threads=args.threads, early_exit_dir=str(exit_dir))
+        on = PredictorOptions(backend="onnx", threads=args.threads, early_exit_dir=str(exit_dir))
         early = build_predictor(run, on)  # the shallow exit, then the full model below its threshold
         shallow = early.student
         row = {"layers": layers, "threshold": early.threshold}

@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: {n / seconds:,.0f} sentences/s ({n} in {seconds:.2f} s)", file=sys.stderr, flush=True)
 
     predictor = build_predictor(
-        args.model_dir, PredictorOptions("torch", batch_size=args.batch_sizes[0], device=args.device)
+        args.model_dir, PredictorOptions(backend="torch", batch_size=args.batch_sizes[0], device=args.device)
     )
     tokenizer = predictor.tokenizer
     tokenizer(texts[:256], truncation=True, max_length=max_length)
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     row("transformers pipeline, batch_size=64", len(sub), seconds)
 
     reference = (
-        build_predictor(args.model_dir, PredictorOptions("torch")).score(texts[:N_AGREEMENT]).probs.argmax(1)
+        build_predictor(args.model_dir, PredictorOptions(backend="torch")).score(texts[:N_AGREEMENT]).probs.argmax(1)
     )  # fp32 on the CPU
     for batch_size in args.batch_sizes:
         predictor.batch_size = batch_size

@@ -203,7 +203,7 @@ def run_worker(kind: str, model_dir: str, data_path: str, n: int, threads: int, 
 
         on = {"batch_size": batch_size, "threads": threads}
         if kind == "early_exit":
-            predictor = build_predictor(model_dir, PredictorOptions("onnx", **on, early_exit=True))
+            predictor = build_predictor(model_dir, PredictorOptions(backend="onnx", **on, early_exit=True))
         elif kind.startswith("candidate:"):
             name = kind.split(":", 1)[1]
             predictor = load_candidates().predictor(
@@ -214,7 +214,9 @@ def run_worker(kind: str, model_dir: str, data_path: str, n: int, threads: int, 
                 "onnx_fp32": ("onnx", ONNX_FP32, "openvino"),
                 "onnx_ort": ("onnx", ONNX_INT8, "onnxruntime"),
             }.get(kind, (kind, ONNX_INT8, "openvino"))
-            predictor = build_predictor(model_dir, PredictorOptions(backend, runtime, onnx_file, **on))
+            predictor = build_predictor(
+                model_dir, PredictorOptions(backend=backend, onnx_runtime=runtime, onnx_file=onnx_file, **on)
+            )
         run = lambda xs: [predictor.labels[i] for i in predictor.score(xs).probs.argmax(1)]  # noqa: E731
     load_s = time.perf_counter() - t0
     run(texts[:WARMUP])  # warm-up: OpenVINO compiles each new input shape on first sight, the exit path sees more
@@ -231,7 +233,7 @@ def run_worker(kind: str, model_dir: str, data_path: str, n: int, threads: int, 
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before anything else is loaded
     extra = {}
     if kind == "early_exit":  # its agreement with its own full model (the final layer, int8, as served)
-        final = build_predictor(model_dir, PredictorOptions("onnx", **on))
+        final = build_predictor(model_dir, PredictorOptions(backend="onnx", **on))
         full = [final.labels[i] for i in final.score(texts).probs.argmax(1)]
         extra["agreement_with_final_layer"] = float(np.mean([a == b for a, b in zip(labels, full)]))
     return {

@@ -64,7 +64,12 @@ class _Progress:
 def _score_local(cfg: ScoreConfig, model_dir: Path, pending: list[Shard], open_output, progress) -> Iterator:
     from finsent.inference.factory import PredictorOptions, build_predictor
 
-    predictor = build_predictor(model_dir, PredictorOptions(cfg.backend, cfg.onnx_runtime, cfg.batch_size, cfg.threads))
+    predictor = build_predictor(
+        model_dir,
+        PredictorOptions(
+            backend=cfg.backend, onnx_runtime=cfg.onnx_runtime, batch_size=cfg.batch_size, threads=cfg.threads
+        ),
+    )
     for shard in pending:
         out = open_output(shard, predictor.labels)
         try:

@@ -55,7 +55,8 @@ class _RayScorer:
         hf_logging.disable_progress_bar()
         hf_logging.set_verbosity_error()
         self.predictor = build_predictor(
-            local_model_dir(model_url), PredictorOptions(backend, onnx_runtime, batch_size, threads)
+            local_model_dir(model_url),
+            PredictorOptions(backend=backend, onnx_runtime=onnx_runtime, batch_size=batch_size, threads=threads),
         )
         self.text_column = text_column
 

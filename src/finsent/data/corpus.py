@@ -310,7 +310,9 @@ def corpus_rows(explicit: str | Path | None = None) -> list[dict]:
                 "name": corpus.name,
                 "texts": corpus.kind,
                 "found": str(where),
-                "rows": f"{len(data):,}" + (" (test: official)" if corpus.official_test else ""),
+                "rows": f"{len(data):,}"
+                + (" (test: official)" if corpus.official_test else "")
+                + (" (AllAgree; --agreement)" if corpus.name == corpora.PHRASEBANK else ""),
                 "labels": " / ".join(f"{counts.get(k, 0)} {k[:3]}" for k in ("negative", "neutral", "positive")),
                 "licence": corpus.licence,
             }

@@ -21,7 +21,7 @@ def _help(text: str, **argparse_kwargs) -> dict:
     return {"help": text, **argparse_kwargs}
 
 
-@dataclass
+@dataclass(kw_only=True)
 class PredictorOptions:
     """How to score with a run folder; the flags of predict, serve, analyze and score are generated from it."""
 

@@ -116,7 +116,7 @@ def _resume_path(cfg: TrainConfig, ckpt_dir: Path) -> str | None:
     return last
 
 
-def prepare_splits(cfg: TrainConfig, log) -> tuple[LabelledData, Splits, int]:
+def prepare_splits(cfg: TrainConfig) -> tuple[LabelledData, Splits, int]:
     """Phase 1: read the data, split it (per source), add the extra PhraseBank sentences, subsample, check leakage."""
     data = load_data(cfg.data_path, cfg.agreement, cfg.text_column, cfg.label_column)
     splits = split_data(data, cfg.seed)
@@ -224,10 +224,24 @@ def _config_record(cfg: TrainConfig, lora_settings: dict | None) -> dict:
     return config
 
 
-def write_run(cfg, recipe, trainer, tokenizer, run: dict, log) -> tuple[dict, np.ndarray]:
+@dataclasses.dataclass
+class TrainedRun:
+    """What the phases before writing know of a run: where it goes, its data and splits, its model's size, its time."""
+
+    out: Path
+    version: str
+    data: LabelledData
+    splits: Splits
+    n_extra: int
+    params: dict
+    lora_settings: dict | None
+    train_runtime: float
+
+
+def write_run(cfg, recipe, trainer, tokenizer, run: TrainedRun) -> tuple[dict, np.ndarray]:
     """Phase 4: save the best model, score validation and test through the one scoring path, write results.json,
     evaluation_log.csv, the validation logits, the calibration and the split record."""
-    out, splits, data = run["out"], run["splits"], run["data"]
+    out, splits = run.out, run.splits
     trainer.model.save_pretrained(out)  # the best checkpoint's adapter (LoRA) or full model, safetensors
     tokenizer.save_pretrained(out)
     write_label_map(out, LABELS)
@@ -242,30 +256,30 @@ def write_run(cfg, recipe, trainer, tokenizer, run: dict, log) -> tuple[dict, np
         test_logits,
         splits.test.labels,
         splits.test.texts,
-        run["version"],
+        run.version,
         cfg.low_confidence,
         cfg.high_confidence,
         sources=splits.test.sources,
     )
     results = {
-        "version": run["version"],
+        "version": run.version,
         "model_name": cfg.model_name or hub.DEFAULT_MODEL,
         "use_lora": cfg.use_lora,
         **summary,
-        **run["params"],
-        "train_runtime_s": run["train_runtime"],
+        **run.params,
+        "train_runtime_s": run.train_runtime,
         "epochs_run": trainer.state.epoch,
         "best_val_macro_f1": trainer.state.best_metric,
         "n_train": len(splits.train),
         "n_val": len(splits.val),
         "n_test": len(splits.test),
         "data": {
-            **data.source,
+            **run.data.source,
             "seed": cfg.seed,
             "extra_train_agreement": cfg.extra_train_agreement,
-            "n_extra_train": run["n_extra"],
+            "n_extra_train": run.n_extra,
         },
-        "config": _config_record(cfg, run["lora_settings"]),
+        "config": _config_record(cfg, run.lora_settings),
         "labels": list(LABELS),
         **recipe.record(),
     }
@@ -292,7 +306,7 @@ def train(cfg: TrainConfig, log=None, distill: DistillConfig | None = None) -> d
     splits, model, fit, write the run, then the recipe's own work on it (thresholds)."""
     log = log or LOGGER.info
     recipe = Recipe() if distill is None else DistillationRecipe(distill)
-    data, splits, n_extra = prepare_splits(cfg, log)
+    data, splits, n_extra = prepare_splits(cfg)
     plan = recipe.plan(splits, cfg, log)  # a distillation checks its teacher here, before any folder is made
     out, version = resolve_output(cfg)
     out.mkdir(parents=True, exist_ok=True)
@@ -305,28 +319,19 @@ def train(cfg: TrainConfig, log=None, distill: DistillConfig | None = None) -> d
     trainer, train_runtime = fit(cfg, recipe, model, tokenizer, plan, splits, out, log)
     if not trainer.is_world_process_zero():
         return {}
-    run = dict(
-        out=out,
-        version=version,
-        splits=splits,
-        data=data,
-        params=params,
-        n_extra=n_extra,
-        lora_settings=lora_settings,
-        train_runtime=train_runtime,
-    )
-    results, val_logits = write_run(cfg, recipe, trainer, tokenizer, run, log)
+    run = TrainedRun(out, version, data, splits, n_extra, params, lora_settings, train_runtime)
+    results, val_logits = write_run(cfg, recipe, trainer, tokenizer, run)
     recipe.after_write(out, splits, val_logits, results["temperature"], trainer.model, log)
     shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)  # the run finished: the best model is saved above
     log(
         f"test accuracy {results['accuracy']:.4f}  macro-F1 {results['macro_f1']:.4f}  ECE {results['ece']:.4f}  "
         f"avg confidence {results['avg_confidence']:.3f}  training {train_runtime:.0f}s"
     )
-    for name, part in results.get("per_source", {}).items():
-        if len(results["per_source"]) > 1:
-            log(
-                f"  {name}: test accuracy {part['accuracy']:.4f}  macro-F1 {part['macro_f1']:.4f}  ({part['n_test']} sentences)"
-            )
+    per_source = results["per_source"] if len(results["per_source"]) > 1 else {}  # one source: the pooled line
+    for name, part in per_source.items():
+        log(
+            f"  {name}: test accuracy {part['accuracy']:.4f}  macro-F1 {part['macro_f1']:.4f}  ({part['n_test']} sentences)"
+        )
     _warn_if_diverged(cfg, splits, val_logits, log)
     log(f"artifacts: {out}/ ({RESULTS}, {EVALUATION_LOG}, {'adapter' if cfg.use_lora else 'model'}, tokenizer)")
     log_run_safely(out, cfg.tracking_uri, log)  # MLflow; a tracking failure only warns

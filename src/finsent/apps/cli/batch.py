@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from finsent.apps.cli.flags import add_flags, from_args
+from finsent.apps.cli.flags import add_command, from_args
 from finsent.apps.shards import ScoreConfig
 
 
@@ -27,10 +27,5 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser(
-        "score",
-        help="score CSV/JSONL/Parquet shards (local or s3://) into a Parquet dataset; resumable; local or Ray",
-        parents=[common],
-    )
-    add_flags(p, ScoreConfig)
-    p.set_defaults(func=cmd_score)
+    score_help = "score CSV/JSONL/Parquet shards (local or s3://) into a Parquet dataset; resumable; local or Ray"
+    add_command(sub, "score", score_help, cmd_score, ScoreConfig, parents=[common])

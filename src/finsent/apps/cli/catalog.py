@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 
-from finsent.apps.cli.flags import add_flags, from_args
+from finsent.apps.cli.flags import add_command, from_args
 from finsent.apps.configs import DashboardConfig, DataListConfig, ModelsFetchConfig, PowerBIConfig, RunsConfig
 from finsent.core.errors import FinsentError
 
@@ -79,38 +79,21 @@ def cmd_data_list(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser(
-        "runs", help="list training runs: version, date, model, LoRA or full, metrics, training time", parents=[common]
-    )
-    add_flags(p, RunsConfig)
-    p.set_defaults(func=cmd_runs)
-    p = sub.add_parser(
-        "dashboard", help="write one self-contained HTML page of model health from run folders", parents=[common]
-    )
-    add_flags(p, DashboardConfig)
-    p.set_defaults(func=cmd_dashboard)
-    p = sub.add_parser(
-        "export",
-        help="write tidy CSVs (runs, predictions, per-class metrics, confusion) for Power BI or a spreadsheet",
-        parents=[common],
-    )
-    add_flags(p, PowerBIConfig)
-    p.set_defaults(func=cmd_export)
+    on = {"parents": [common]}
+    runs_help = "list training runs: version, date, model, LoRA or full, metrics, training time"
+    add_command(sub, "runs", runs_help, cmd_runs, RunsConfig, **on)
+    dashboard_help = "write one self-contained HTML page of model health from run folders"
+    add_command(sub, "dashboard", dashboard_help, cmd_dashboard, DashboardConfig, **on)
+    export_help = "write tidy CSVs (runs, predictions, per-class and per-source metrics, confusion) for Power BI"
+    add_command(sub, "export", export_help, cmd_export, PowerBIConfig, **on)
 
-    p = sub.add_parser("models", help="models available offline: list them, fetch one into the cache")
-    models = p.add_subparsers(dest="models_command", required=True)
-    q = models.add_parser("list", help="every known model: available offline or not, where, its size", parents=[common])
-    q.set_defaults(func=cmd_models_list)
-    q = models.add_parser(
-        "fetch",
-        help="put a known model into the cache (FINSENT_CACHE, else ~/.cache/finsent), size and sha256 checked",
-        parents=[common],
-    )
-    add_flags(q, ModelsFetchConfig)
-    q.set_defaults(func=cmd_models_fetch)
+    models = sub.add_parser("models", help="models available offline: list them, fetch one into the cache")
+    models = models.add_subparsers(dest="models_command", required=True)
+    add_command(models, "list", "every known model: available offline or not, where, its size", cmd_models_list, **on)
+    fetch_help = "put a known model into the cache (FINSENT_CACHE, else ~/.cache/finsent), size and sha256 checked"
+    add_command(models, "fetch", fetch_help, cmd_models_fetch, ModelsFetchConfig, **on)
 
-    p = sub.add_parser("data", help="the labelled corpora finsent knows: where they are, rows, labels, licence")
-    data = p.add_subparsers(dest="data_command", required=True)
-    q = data.add_parser("list", help="every known corpus: found or not, where, rows, labels, licence", parents=[common])
-    add_flags(q, DataListConfig)
-    q.set_defaults(func=cmd_data_list)
+    data = sub.add_parser("data", help="the labelled corpora finsent knows: where they are, rows, labels, licence")
+    data = data.add_subparsers(dest="data_command", required=True)
+    list_help = "every known corpus: found or not, where, rows, labels, licence"
+    add_command(data, "list", list_help, cmd_data_list, DataListConfig, **on)

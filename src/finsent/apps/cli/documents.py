@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from finsent.apps.cli.flags import add_flags, from_args
+from finsent.apps.cli.flags import add_command, from_args
 from finsent.apps.cli.serving import predictor_for
 from finsent.apps.configs import AnalyzeConfig, IndexConfig
 from finsent.core.errors import FinsentError
@@ -79,16 +79,7 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser(
-        "analyze",
-        help="sentence sentiment, section and document aggregates and evidence for long documents",
-        parents=[common],
-    )
-    add_flags(p, AnalyzeConfig)
-    add_flags(p, PredictorOptions)
-    p.set_defaults(func=cmd_analyze)
-    p = sub.add_parser(
-        "index", help="embed every sentence of a folder of documents into a faiss index for --ask", parents=[common]
-    )
-    add_flags(p, IndexConfig)
-    p.set_defaults(func=cmd_index)
+    analyze_help = "sentence sentiment, section and document aggregates and evidence for long documents"
+    add_command(sub, "analyze", analyze_help, cmd_analyze, AnalyzeConfig, PredictorOptions, parents=[common])
+    index_help = "embed every sentence of a folder of documents into a faiss index for --ask"
+    add_command(sub, "index", index_help, cmd_index, IndexConfig, parents=[common])

@@ -52,3 +52,12 @@ def from_args(cls: type, args: argparse.Namespace):
     """The dataclass filled from the parsed arguments (it validates itself)."""
     values = vars(args)
     return cls(**{f.name: values[f.name] for f in dataclasses.fields(cls) if f.name in values})
+
+
+def add_command(sub, name: str, help: str, func, *configs: type, parents=(), skip: tuple[str, ...] = ()):
+    """A subcommand whose flags come from its config dataclasses (skip leaves some fields out), run by func."""
+    p = sub.add_parser(name, help=help, parents=list(parents))
+    for cls in configs:
+        add_flags(p, cls, skip)
+    p.set_defaults(func=func)
+    return p

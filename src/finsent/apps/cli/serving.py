@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from finsent.apps.cli.flags import add_flags, from_args
+from finsent.apps.cli.flags import add_command, from_args
 from finsent.apps.configs import ExportOnnxConfig, PredictConfig, ServeConfig
 from finsent.core.errors import FinsentError
 from finsent.core.logs import LOGGER
@@ -116,26 +116,10 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser(
-        "predict",
-        help="score sentences from arguments, stdin or a table (csv, tsv, json, jsonl, parquet, txt)",
-        parents=[common],
-    )
-    add_flags(p, PredictConfig)
-    add_flags(p, PredictorOptions)
-    p.set_defaults(func=cmd_predict)
-    p = sub.add_parser(
-        "serve",
-        help="HTTP API: POST /predict, /invocations, GET /health, /ping, /metadata, docs at /docs",
-        parents=[common],
-    )
-    add_flags(p, ServeConfig)
-    add_flags(p, PredictorOptions)
-    p.set_defaults(func=cmd_serve)
-    p = sub.add_parser(
-        "export-onnx",
-        help="merge the LoRA adapter, export ONNX and quantize it to int8 into <model_dir>/onnx/",
-        parents=[common],
-    )
-    add_flags(p, ExportOnnxConfig)
-    p.set_defaults(func=cmd_export_onnx)
+    on = {"parents": [common]}
+    predict_help = "score sentences from arguments, stdin or a table (csv, tsv, json, jsonl, parquet, txt)"
+    add_command(sub, "predict", predict_help, cmd_predict, PredictConfig, PredictorOptions, **on)
+    serve_help = "HTTP API: POST /predict, /invocations, GET /health, /ping, /metadata, docs at /docs"
+    add_command(sub, "serve", serve_help, cmd_serve, ServeConfig, PredictorOptions, **on)
+    export_help = "merge the LoRA adapter, export ONNX and quantize it to int8 into <model_dir>/onnx/"
+    add_command(sub, "export-onnx", export_help, cmd_export_onnx, ExportOnnxConfig, **on)

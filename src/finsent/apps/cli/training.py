@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from finsent.apps.cli.flags import add_flags, from_args
+from finsent.apps.cli.flags import add_command, add_flags, from_args
 from finsent.apps.configs import EvaluateConfig
 from finsent.inference.factory import PredictorOptions
 from finsent.training.config import TrainConfig, distill_arg_parser, train_arg_parser
@@ -50,19 +50,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub, common: argparse.ArgumentParser, train_flags: bool) -> None:
-    p = sub.add_parser(
-        "train",
-        help="fine-tune an encoder on Financial PhraseBank and other corpora (LoRA or full)",
-        parents=[common, train_arg_parser(add_help=False)] if train_flags else [common],
-    )
-    p.set_defaults(func=cmd_train)
-    p = sub.add_parser(
-        "distill",
-        help="train a student on a teacher run's soft labels (gold train split + unlabeled sentences)",
-        parents=[common, distill_arg_parser(add_help=False)] if train_flags else [common],
-    )
-    p.set_defaults(func=cmd_distill)
-    p = sub.add_parser("evaluate", help="evaluate a trained run folder on any labelled data", parents=[common])
-    add_flags(p, EvaluateConfig)
+    # the training flags come from HfArgumentParser over TrainConfig (and DistillConfig): generated, like the rest
+    train = [common, train_arg_parser(add_help=False)] if train_flags else [common]
+    distill = [common, distill_arg_parser(add_help=False)] if train_flags else [common]
+    train_help = "fine-tune an encoder on Financial PhraseBank and other corpora (LoRA or full)"
+    add_command(sub, "train", train_help, cmd_train, parents=train)
+    distill_help = "train a student on a teacher run's soft labels (gold train split + unlabeled sentences)"
+    add_command(sub, "distill", distill_help, cmd_distill, parents=distill)
+    evaluate_help = "evaluate a trained run folder on any labelled data, per source"
+    p = add_command(sub, "evaluate", evaluate_help, cmd_evaluate, EvaluateConfig, parents=[common])
     add_flags(p, PredictorOptions, skip=tuple(f for f in PredictorOptions.__dataclass_fields__ if f != "device"))
-    p.set_defaults(func=cmd_evaluate)

@@ -2,11 +2,8 @@
 
 import csv
 import json
-import os
-import socket
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -14,70 +11,12 @@ import httpx
 import pytest
 
 from finsent.apps.schemas import MAX_TEXT_CHARS, MAX_TEXTS
+from servers import free_port, start_server, stop_server
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LONG = "Operating profit rose to EUR 13.1 mn from EUR 8.7 mn in the corresponding period in 2007 . " * 12
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(model_dir: Path, log: Path, *extra: str, env: dict | None = None):
-    port = free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "finsent",
-        "serve",
-        "--model_dir",
-        str(model_dir),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--log_level",
-        "warning",
-        *extra,
-    ]
-    with open(log, "w") as f:
-        proc = subprocess.Popen(
-            cmd,
-            cwd=ROOT,
-            stdout=f,
-            stderr=subprocess.STDOUT,
-            env={
-                **{k: v for k, v in os.environ.items() if k != "FINSENT_API_KEY"},
-                "PYTHONUNBUFFERED": "1",
-                **(env or {}),
-            },
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 240
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"server exited with {proc.returncode}: {log.read_text()}")
-        try:
-            if httpx.get(url + "/health", timeout=2).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            time.sleep(0.5)
-    proc.kill()
-    pytest.fail(f"server did not come up: {log.read_text()}")
-
-
-def stop_server(proc, log: Path) -> str:
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    return log.read_text()
 
 
 @pytest.fixture(scope="module")

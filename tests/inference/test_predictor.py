@@ -259,3 +259,32 @@ def test_stale_export_is_refused(onnx_run, tmp_path):
     weights.write_bytes(weights.read_bytes()[:-1] + b" ")
     with pytest.raises(FinsentError, match="re-run `finsent export-onnx"):
         Predictor(run, "onnx")
+
+
+def test_backend_auto_picks_a_fresh_int8_export_else_torch(onnx_run, lora_run, tmp_path, test_texts):
+    from finsent.inference.factory import PredictorOptions, build_predictor, resolve_backend
+
+    assert resolve_backend(onnx_run)[0] == "onnx"
+    assert resolve_backend(lora_run)[0] == "torch"  # no export
+    assert resolve_backend(onnx_run, "auto", "cuda")[0] == "torch"  # only torch runs on a GPU
+    assert resolve_backend(onnx_run, "torch")[0] == "torch"
+    stale = tmp_path / "retrained"
+    shutil.copytree(onnx_run, stale)
+    weights = stale / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1] + b" ")
+    backend, why = resolve_backend(stale)
+    assert backend == "torch" and "no fresh int8 export" in why
+    auto = build_predictor(onnx_run)
+    assert auto.backend_name == "onnx" and auto.metadata()["backend_choice"]["requested"] == "auto"
+    expected = Predictor(onnx_run, "onnx").predict(test_texts[:8])
+    assert auto.predict(test_texts[:8]) == expected
+    assert build_predictor(onnx_run, PredictorOptions(backend="torch")).backend_name == "torch"
+
+
+def test_predict_says_once_which_backend_auto_chose(onnx_run, test_texts):
+    proc = finsent_subprocess("predict", "--model_dir", str(onnx_run), *test_texts[:3])
+    assert proc.returncode == 0, proc.stderr
+    said = [line for line in proc.stderr.splitlines() if "backend" in line]
+    assert len(said) == 1 and said[0].startswith("finsent: backend onnx (auto: the int8 export"), proc.stderr
+    proc = finsent_subprocess("predict", "--model_dir", str(onnx_run), "--backend", "torch", *test_texts[:3])
+    assert proc.returncode == 0 and "backend" not in proc.stderr

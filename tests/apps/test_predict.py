@@ -17,7 +17,7 @@ from finsent.apps import cli, predict
 from finsent.apps.cli import main
 from finsent.inference.predictor import Predictor, Scores
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SENTENCES = [
     "Operating profit rose to EUR 13.1 mn from EUR 8.7 mn in the corresponding period in 2007 .",
     "The company said it will cut 300 jobs after sales fell sharply .",

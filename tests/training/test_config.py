@@ -11,7 +11,7 @@ from finsent.apps.cli import build_parser, main
 from finsent.core.errors import FinsentError
 from finsent.training.config import TrainConfig, parse_overrides
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SEED_FLAGS = ["--model_name", "--data_path", "--output_dir", "--batch_size", "--num_epochs", "--use_lora"]
 
 

@@ -16,7 +16,7 @@ from finsent.data.labels import LABELS
 from finsent.runs.catalog import load_runs
 from runfactory import write_fake_run
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def finsent(*args, cwd=None):

@@ -42,6 +42,7 @@ CONTRACT_KEYS = {
 }
 LOG_COLUMNS = [
     "sample_id",
+    "source",  # issue 22: the corpus each test sentence came from
     "text",
     "true_label",
     "pred_label",
@@ -83,6 +84,9 @@ def check_contract(run, use_lora):
     assert np.mean(correct) == pytest.approx(results["accuracy"])
     assert [r["error_type"] for r in rows] == error_types(correct, conf, 0.6, 0.9)
     assert {r["run_version"] for r in rows} == {results["version"]}
+    assert {r["source"] for r in rows} == set(results["per_source"]) == {"phrasebank"}
+    part = results["per_source"]["phrasebank"]  # one source: its metrics are the pooled ones
+    assert part["accuracy"] == results["accuracy"] and part["n_test"] == results["n_test"] == 226
     return results
 
 
@@ -191,7 +195,7 @@ def test_interrupted_training_resumes(tmp_path, phrasebank_zip):
         "--max_length",
         "64",
     ]
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     # a shell's background job inherits SIGINT ignored (as in `bash .ci/run &`), and Python then raises no
     # KeyboardInterrupt: give the child the default disposition, as an interactive terminal does
     proc = subprocess.Popen(

@@ -197,7 +197,7 @@ def test_an_export_without_segments_and_a_run_without_exits_are_one_line(exporte
 def test_serve_early_exit_says_which_layer_answered(exported, phrasebank_zip, tmp_path):
     import httpx
 
-    from test_serving import start_server, stop_server
+    from servers import start_server, stop_server
 
     texts = load_data(phrasebank_zip, "50").texts[:40]
     expected = Predictor(exported, "onnx", early_exit=True).score(texts)

@@ -13,7 +13,7 @@ from finsent.apps.container import main as container_main
 from finsent.apps.server import check_exposure, is_loopback, parse_csv, read_api_key, sagemaker_port
 from finsent.core.errors import FinsentError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)

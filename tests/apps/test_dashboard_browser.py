@@ -18,7 +18,7 @@ from runfactory import write_fake_run
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TAB_IDS = ("overview", "sources", "errors", "calibration", "data-quality", "comparison")
 SOURCES = ("phrasebank", "twitter-financial-news")
 PER_RUN_CHARTS = (

@@ -398,7 +398,7 @@ def test_stdin_document(lora_run):
 
 @pytest.fixture(scope="module")
 def server(lora_run, tmp_path_factory):
-    from test_serving import start_server, stop_server
+    from servers import start_server, stop_server
 
     log = tmp_path_factory.mktemp("serve-documents") / "server.log"
     proc, url = start_server(lora_run, log)
