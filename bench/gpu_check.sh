@@ -4,7 +4,7 @@
 # against the transformers pipeline (batch 64) and the tokenizer alone (bench/gpu.py). Needs torch with CUDA,
 # transformers, peft, accelerate, scikit-learn and scipy; not mlflow (tracking warns and the run goes on).
 #
-#   here:   python bench/pack_weights.py pack "$(python -c 'from finsent.hub import packaged_model_dir as p; print(p())')" .gpu/minilm
+#   here:   python bench/pack_weights.py pack "$(python -c 'from finsent.models.hub import packaged_model_dir as p; print(p())')" .gpu/minilm
 #           cp ../shared/data/FinancialPhraseBank-v1.0.zip .gpu/    # .gpu/ is git-ignored: never committed
 #   there:  bash bench/gpu_check.sh [OUT_DIR]         # device call with carry [".gpu"]; OUT_DIR: $OUT, else bench/results/gpu
 #   dry:    bash bench/gpu_check.sh --dry-run DIR     # on a CPU: the same steps, tiny sizes, no install, --device cpu
@@ -36,7 +36,7 @@ fi
 run $PY bench/pack_weights.py restore .gpu/minilm "$WORK/minilm"
 $PY - <<'EOF' 2>&1 | tee -a "$OUT_DIR/gpu_check.log"
 import sys
-import finsent.cli, finsent.trainer, finsent.predict, finsent.inference  # the train/predict paths import without mlflow
+import finsent.apps.cli, finsent.training.trainer, finsent.apps.predict, finsent.inference.predictor  # the train/predict paths import without mlflow
 print("finsent imports; mlflow loaded:", "mlflow" in sys.modules)
 EOF
 
@@ -49,7 +49,7 @@ run $PY -m finsent evaluate --model_dir "$RUN_DIR" --device $DEVICE --data_path 
   --output_dir "$WORK/eval"
 $PY - "$DATA" "$N" >"$WORK/sentences.txt" <<'EOF'
 import sys
-from finsent.data import load_data
+from finsent.data.corpus import load_data
 texts = load_data(sys.argv[1], "50").texts
 n = int(sys.argv[2])
 print("\n".join((texts * (n // len(texts) + 1))[:n]))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -105,7 +106,8 @@ def test_a_mix_file_caps_and_weights_the_training_split(tmp_path):
     )
     data = load_data(str(mix))
     plain = load_data([str(DATA_ZIP), str(DATA_DIR / "finentity")])
-    assert data.texts == plain.texts and data.source["mix"] == {str(DATA_ZIP): {"weight": 2}} or data.source["mix"]
+    assert data.texts == plain.texts
+    assert data.source["mix"] == {"phrasebank": {"weight": 2}, "finentity": {"cap": 100}}
     splits, unweighted = split_data(data, seed=1), split_data(plain, seed=1)
     counts, before = source_counts(splits), source_counts(unweighted)
     assert (
@@ -210,3 +212,44 @@ def test_evaluate_reports_per_source(mix_run, tmp_path, capsys):
     results = read_json(tmp_path / "results.json")
     for name in NAMES:
         assert f"  {name}: accuracy {results['per_source'][name]['accuracy']:.4f}" in out
+
+
+def test_official_test_rows_win_over_train_copies_and_conflicts_leave_both(tmp_path):
+    folder = tmp_path / "twitter-financial-news"
+    folder.mkdir()
+    train = ["$A up on earnings,1", "$B guidance cut,0", "$C flat,2", "$D beats,1", "$E misses,0", "$F holds,2"]
+    (folder / "sent_train.csv").write_text("text,label\n" + "\n".join(train) + "\n", encoding="utf-8")
+    valid = ["$A UP ON EARNINGS,1", "$C flat,0", "$G new high,1"]  # a copy (other case) and a conflict
+    (folder / "sent_valid.csv").write_text("text,label\n" + "\n".join(valid) + "\n", encoding="utf-8")
+    data = load_data(str(folder))
+    tests = [t for t, f in zip(data.texts, data.fixed) if f == "test"]
+    assert tests == ["$A UP ON EARNINGS", "$G new high"]  # the official copy stays, in test only
+    assert "$A up on earnings" not in data.texts and not any(t.lower() == "$c flat" for t in data.texts)
+    assert len(data) == 2 + 4 and data.source["official_test"] == 2
+    assert (data.source["duplicates_removed"], data.source["conflicts_removed"]) == (1, 1)
+
+
+@pytest.mark.parametrize(
+    "entry, expected",
+    [
+        ({"name": "phrasebank", "cap": True}, "cap True must be a positive number"),
+        ({"name": "phrasebank", "weight": 0}, "weight 0 must be a positive number"),
+        ({"name": "phrasebank", "agreement": "90"}, "agreement '90'; expected one of"),
+        ({"cap": 3}, "needs a 'name' (a corpus) or a 'path'"),
+    ],
+)
+def test_a_bad_mix_entry_is_named(tmp_path, entry, expected):
+    mix = tmp_path / "mix.json"
+    mix.write_text(json.dumps({"sources": [entry]}), encoding="utf-8")
+    with pytest.raises(FinsentError, match=re.escape(expected)):
+        load_data(str(mix))
+
+
+def test_mix_paths_are_relative_to_the_mix_file(tmp_path):
+    (tmp_path / "sub").mkdir()
+    table = tmp_path / "sub" / "my.notes.csv"
+    table.write_text("text,label\nProfit rose,positive\nSales fell,negative\nFlat year,neutral\n", encoding="utf-8")
+    mix = tmp_path / "sub" / "mix.yaml"
+    mix.write_text("sources:\n  - path: my.notes.csv\n    cap: 2\n", encoding="utf-8")
+    data = load_data(str(mix))
+    assert data.source["name"] == "my.notes" and len(data) == 3  # one source: its own name, the file's stem

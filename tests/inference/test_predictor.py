@@ -273,7 +273,7 @@ def test_backend_auto_picks_a_fresh_int8_export_else_torch(onnx_run, lora_run, t
     weights = stale / "adapter_model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-1] + b" ")
     backend, why = resolve_backend(stale)
-    assert backend == "torch" and "no fresh int8 export" in why
+    assert backend == "torch" and "no fresh model.int8.onnx export" in why
     auto = build_predictor(onnx_run)
     assert auto.backend_name == "onnx" and auto.metadata()["backend_choice"]["requested"] == "auto"
     expected = Predictor(onnx_run, "onnx").predict(test_texts[:8])

@@ -12,7 +12,6 @@ from finsent.core.errors import FinsentError
 from finsent.training.config import TrainConfig
 
 _TRAIN = TrainConfig()
-LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 
 def _help(text: str, **argparse_kwargs) -> dict:

@@ -43,11 +43,6 @@ def setup_logging(level: str = "info") -> None:
     LOGGER.setLevel(level.upper())
 
 
-def get_logger(name: str) -> logging.Logger:
-    """The logger of one finsent module, e.g. get_logger(__name__)."""
-    return logging.getLogger(name if name.startswith("finsent") else f"finsent.{name}")
-
-
 def warn(message: str) -> None:
     """One warning line on stderr: `finsent: warning: <message>`."""
     LOGGER.warning(message)

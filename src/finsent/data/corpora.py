@@ -77,7 +77,7 @@ ALIASES = {"financial_phrasebank_local": PHRASEBANK, "twitter": TWITTER, "sentfi
 
 
 def data_dirs(explicit: str | Path | None = None) -> list[Path]:
-    """Where corpora are looked for: --data_dir, $FINSENT_DATA, ../shared/data beside the working folder, ./data."""
+    """Where corpora are looked for: --data_dir, $FINSENT_DATA_DIR, ../shared/data beside the working folder, ./data."""
     found = [Path(explicit)] if explicit else []
     if os.environ.get(DATA_ENV):
         found.append(Path(os.environ[DATA_ENV]))

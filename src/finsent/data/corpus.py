@@ -134,8 +134,15 @@ def read_mix(path: Path) -> list[dict]:
                 f"{path}: source {i}: unknown field {sorted(unknown)[0]!r}; use name, path, agreement, cap, weight"
             )
         for key in ("cap", "weight"):
-            if key in entry and not (isinstance(entry[key], (int, float)) and entry[key] > 0):
-                raise FinsentError(f"{path}: source {i}: {key} {entry[key]!r} must be a positive number")
+            value = entry.get(key, 1)
+            if isinstance(value, bool) or not (isinstance(value, (int, float)) and value > 0):
+                raise FinsentError(f"{path}: source {i}: {key} {value!r} must be a positive number")
+        if str(entry.get("agreement", "all")).lower() not in AGREEMENT_FILES:
+            raise FinsentError(
+                f"{path}: source {i}: agreement {entry['agreement']!r}; expected one of {', '.join(AGREEMENT_FILES)}"
+            )
+        if entry.get("path") and not Path(entry["path"]).expanduser().is_absolute():  # relative to the mix file
+            entry["path"] = str(path.parent / Path(entry["path"]).expanduser())
     return sources
 
 
@@ -177,15 +184,16 @@ def load_source(spec, agreement: str, text_column: str, label_column: str) -> La
         (rows, test), digest, kind, name = corpora.read_corpus(corpus, path), _digest(path), corpus.name, corpus.name
     elif path.is_file() and table_format(path) in TABLE_FORMATS:
         rows, digest, kind = _read_table(path, text_column, label_column), sha256_of(path), "table"
-        name = name or tables.base_name(path.name).rsplit(".", 1)[0]
+        name = name or tables.base_name(path.name)
     else:
         (rows, digest), kind, name = _read_phrasebank(path, agreement), "phrasebank", corpora.PHRASEBANK
     empty = [i for i, (t, _) in enumerate(rows) if not t]
     if empty:
         raise FinsentError(f"{path}: row {empty[0] + 1} has an empty text")
-    kept_test, dups_t, conflicts_t = deduplicate(test)
-    kept, dups, conflicts = deduplicate(test + rows)
-    kept = kept[len(kept_test) :] if kept_test else kept
+    both, dups, conflicts = deduplicate(test + rows)  # an official test row wins over its copies in train
+    test_keys = {normalise(t) for t, _ in test}
+    kept_test = [row for row in both if normalise(row[0]) in test_keys]
+    kept = [row for row in both if normalise(row[0]) not in test_keys]
     source = {
         "name": name,
         "path": str(path.resolve()),
@@ -193,13 +201,13 @@ def load_source(spec, agreement: str, text_column: str, label_column: str) -> La
         "format": kind,
         "agreement": agreement if kind == "phrasebank" else None,
         "n_raw": len(rows) + len(test),
-        "duplicates_removed": dups + dups_t,
-        "conflicts_removed": conflicts + conflicts_t,
+        "duplicates_removed": dups,
+        "conflicts_removed": conflicts,
         "official_test": len(kept_test) if test else None,
         "label_counts": dict(Counter(LABELS[label] for _, label in kept_test + kept)),
     }
     both = kept_test + kept
-    fixed = ["test"] * len(kept_test) + [None] * len(kept)
+    fixed = ["test"] * len(kept_test) + [None] * len(kept)  # official test rows first
     return LabelledData([t for t, _ in both], [lab for _, lab in both], source, [name] * len(both), fixed)
 
 
@@ -241,11 +249,9 @@ def load_data(
 def combine(parts: list[LabelledData], mix: dict[str, dict]) -> LabelledData:
     """Pool several sources; a text in two sources is kept once (official test rows first, then in the given order),
     and dropped where the sources disagree on its label."""
-    order = sorted(range(len(parts)), key=lambda i: 0)  # keep the given order
     rows = []
-    for want_test in (True, False):
-        for i in order:
-            p = parts[i]
+    for want_test in (True, False):  # official test rows first, then the sources in the given order
+        for p in parts:
             rows += [
                 (t, lab, p.sources[j], p.fixed[j])
                 for j, (t, lab) in enumerate(zip(p.texts, p.labels))
@@ -263,6 +269,7 @@ def combine(parts: list[LabelledData], mix: dict[str, dict]) -> LabelledData:
         seen.add(k)
         kept.append(row)
     conflicts = sum(1 for v in labels_of.values() if len(v) > 1)
+    conflict_rows = sum(1 for k in keys if len(labels_of[k]) > 1)
     source = {
         "name": "+".join(p.source["name"] for p in parts),
         "path": [p.source["path"] for p in parts],
@@ -270,7 +277,11 @@ def combine(parts: list[LabelledData], mix: dict[str, dict]) -> LabelledData:
         "agreement": next((p.source["agreement"] for p in parts if p.source.get("agreement")), None),
         "sources": [{**p.source, **mix.get(p.source["name"], {})} for p in parts],
         "n_raw": sum(p.source["n_raw"] for p in parts),
-        "duplicates_removed": sum(p.source["duplicates_removed"] for p in parts) + len(rows) - len(kept) - conflicts,
+        "sha256": ";".join(p.source["sha256"] for p in parts),
+        "duplicates_removed": sum(p.source["duplicates_removed"] for p in parts)
+        + len(rows)
+        - len(kept)
+        - conflict_rows,
         "conflicts_removed": sum(p.source["conflicts_removed"] for p in parts) + conflicts,
         "label_counts": dict(Counter(LABELS[r[1]] for r in kept)),
         "mix": {k: v for k, v in mix.items() if v},

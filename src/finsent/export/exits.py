@@ -96,8 +96,9 @@ def threshold_texts(model_dir: Path, data_path: str | Path | None) -> list[str]:
     path, source = training_data(model_dir, data_path)
     seen = read_sentences(model_dir) or {}
     wanted = list(seen.get("val") or ()) + list(seen.get("threshold") or ())
-    pool = load_data(path, source.get("agreement") or "all").texts
-    for part in source.get("sources", [source]):  # a run on several sources lists each
+    given = load_data(path, source.get("agreement") or "all")  # --data_path where given, else the recorded data
+    pool = list(given.texts)
+    for part in given.source.get("sources", [given.source]):  # a run on several sources lists each
         if part.get("format") == "phrasebank":
             pool += load_data(part["path"], "50").texts  # every PhraseBank sentence: the held-out unlabeled ones too
     by_hash = {sentence_hash(t): t for t in pool}
@@ -105,7 +106,7 @@ def threshold_texts(model_dir: Path, data_path: str | Path | None) -> list[str]:
 
 
 def int8_exit_thresholds(
-    model_dir: Path, out: Path, data_path, tokenizer, names: list[str], max_length: int
+    model_dir: Path, out: Path, texts: list[str], tokenizer, names: list[str], max_length: int
 ) -> dict | None:
     """The exit thresholds chosen again on the int8 segments (OpenVINO), on the sentences `finsent distill` chose the
     PyTorch ones on; None where those sentences cannot be found (the runtime then keeps the PyTorch thresholds)."""
@@ -115,7 +116,6 @@ def int8_exit_thresholds(
     from finsent.models.exits import read_spec, segment_files
 
     spec = read_spec(model_dir)
-    texts = threshold_texts(model_dir, data_path)
     if not texts:
         return None
     engines = [OnnxBackend(out / f, None, "openvino") for f in segment_files(len(spec["layers"]), int8=True)]

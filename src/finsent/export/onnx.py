@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 
 from finsent.core.errors import FinsentError
-from finsent.export.exits import export_exit_segments, int8_exit_thresholds
+from finsent.export.exits import export_exit_segments, int8_exit_thresholds, threshold_texts
 from finsent.export.graphs import (
     EXPORTER,
     OPSET,
@@ -52,6 +52,8 @@ def export_onnx(
     out = Path(output_dir) if output_dir else model_dir / ONNX_DIR
     model, tokenizer = load_trained(model_dir, merge=True)
     exits = load_exits(model_dir)
+    # read every sentence it needs before a file is written: a failure then leaves the folder as it was
+    held = threshold_texts(model_dir, data_path) if exits is not None and quantize else []
     reference = copy.deepcopy(model)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out, prefix=".export-") as tmp:
@@ -82,7 +84,7 @@ def export_onnx(
             (tmp / name).replace(out / name)
     tokenizer.save_pretrained(str(out))
     if segments and quantize:
-        segments["int8_thresholds"] = int8_exit_thresholds(model_dir, out, data_path, tokenizer, names, info.max_length)
+        segments["int8_thresholds"] = int8_exit_thresholds(model_dir, out, held, tokenizer, names, info.max_length)
     for name in RUN_METADATA_FILES:
         if (model_dir / name).is_file() and model_dir.resolve() != out.resolve():
             shutil.copy2(model_dir / name, out / name)

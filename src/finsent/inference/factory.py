@@ -41,7 +41,7 @@ class PredictorOptions:
     onnx_file: str = field(
         default=ONNX_INT8,
         metadata=_help(
-            "which file of the export runs --backend onnx: model.int8.onnx or model.fp32.onnx (default: %(default)s)"
+            "which file of the export runs --backend onnx: model.int8.onnx or model.onnx (fp32) (default: %(default)s)"
         ),
     )
     batch_size: int | None = field(
@@ -92,7 +92,9 @@ class PredictorOptions:
             raise FinsentError("--cascade and --early_exit: pass one of them")
 
 
-def resolve_backend(model_dir: str | Path, backend: str = AUTO, device: str = "cpu") -> tuple[str, str]:
+def resolve_backend(
+    model_dir: str | Path, backend: str = AUTO, device: str = "cpu", onnx_file: str = ONNX_INT8
+) -> tuple[str, str]:
     """(backend, why): `auto` picks the run's int8 ONNX export where it exists and was made from the weights the run
     holds now, else torch (and torch on a GPU)."""
     if backend != AUTO:
@@ -100,11 +102,15 @@ def resolve_backend(model_dir: str | Path, backend: str = AUTO, device: str = "c
     if device != "cpu":
         return "torch", f"auto: only torch runs on {device}"
     try:
-        path = find_onnx(model_dir, ONNX_INT8)
+        path = find_onnx(model_dir, onnx_file)
         check_onnx_fresh(Path(model_dir), path)
     except FinsentError:
-        return "torch", f"auto: no fresh int8 export in {model_dir} (run `finsent export-onnx` for about 4x the speed)"
-    return "onnx", f"auto: the int8 export {path}"
+        return (
+            "torch",
+            f"auto: no fresh {onnx_file} export in {model_dir} (`finsent export-onnx` gives about 4x the speed)",
+        )
+    kind = "int8" if onnx_file == ONNX_INT8 else "fp32"
+    return "onnx", f"auto: the {kind} export {path}"
 
 
 def build_predictor(model_dir: str | Path, options: PredictorOptions | None = None):
@@ -112,7 +118,7 @@ def build_predictor(model_dir: str | Path, options: PredictorOptions | None = No
     from finsent.models.exits import has_exits
 
     opts = options or PredictorOptions()
-    backend, why = resolve_backend(model_dir, opts.backend, opts.device)
+    backend, why = resolve_backend(model_dir, opts.backend, opts.device, opts.onnx_file)
     on = dict(
         backend=backend,
         batch_size=opts.batch_size,
@@ -129,8 +135,10 @@ def build_predictor(model_dir: str | Path, options: PredictorOptions | None = No
             )
         return _chosen(Predictor(model_dir, **on, early_exit=True), opts.backend, why)
     predictor = _chosen(Predictor(model_dir, **on), opts.backend, why)
-    if early_exit:  # the shallow exit runs on the same backend and device as the full model
-        shallow = Predictor(early_exit_dir(model_dir, opts.early_exit_dir), **on)
+    if early_exit:  # the shallow exit: its own run folder, so auto chooses for it on its own
+        exit_dir = early_exit_dir(model_dir, opts.early_exit_dir)
+        shallow_backend = resolve_backend(exit_dir, opts.backend, opts.device, opts.onnx_file)[0]
+        shallow = Predictor(exit_dir, **{**on, "backend": shallow_backend})
         return CascadePredictor(shallow, predictor, opts.cascade_threshold, early_exit=True)
     if opts.cascade:
         teacher = Predictor(opts.cascade, backend="torch", batch_size=opts.batch_size, num_threads=opts.threads)

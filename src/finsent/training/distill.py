@@ -16,7 +16,7 @@ from finsent.core.text import sentence_hash
 from finsent.data import tables
 from finsent.data.corpus import AGREEMENT_FILES, load_data
 from finsent.data.labels import LABELS
-from finsent.data.splits import LabelledData, Splits
+from finsent.data.splits import LabelledData, Splits, normalise
 from finsent.runs import folder
 from finsent.training.recipe import Recipe
 
@@ -107,7 +107,7 @@ def unlabeled_sentences(
 ) -> tuple[list[str], list[str], dict]:
     """Sentences to learn the teacher's labels on (PhraseBank and/or a user's file, minus every student sentence),
     the ones held out of training to choose the cascade threshold on (--threshold_sentences), and their counts."""
-    held = set(splits.train.texts) | set(splits.val.texts) | set(splits.test.texts)
+    held = {normalise(t) for part in (splits.train, splits.val, splits.test) for t in part.texts}
     texts: list[str] = []
     counts: dict = {}
     specs = [data_path] if isinstance(data_path, (str, Path)) else list(data_path)
@@ -117,15 +117,15 @@ def unlabeled_sentences(
             if source.get("format") != "phrasebank":  # other corpora and users' tables have no agreement levels
                 continue
             level = load_data(source["path"], dcfg.unlabeled_agreement)
-            new = [t for t in level.texts if t not in held]
+            new = [t for t in level.texts if normalise(t) not in held]
             counts["phrasebank"] = len(new)
             texts += new
-            held |= set(new)
+            held |= {normalise(t) for t in new}
     if dcfg.unlabeled:
         hint = "--unlabeled takes a .txt file (one sentence a line) or a table with a text column"
         rows = tables.read_rows(dcfg.unlabeled, ("text",), hint=hint)
         own = (str(r.fields["text"]).strip() for r in rows if r.fields.get("text"))
-        new = list(dict.fromkeys(t for t in own if t and t not in held))
+        new = list(dict.fromkeys(t for t in own if t and normalise(t) not in held))
         counts["file"] = len(new)
         texts += new
     if dcfg.max_unlabeled is not None and len(texts) > dcfg.max_unlabeled:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from finsent.core.logs import LOGGER, warn
 from finsent.runs.folder import (
     EVALUATION_LOG,
     LABEL_MAP,
@@ -132,24 +132,18 @@ def log_run(run_dir: Path, tracking_uri: str | None = None) -> tuple[str, str]:
     return uri, run_id
 
 
-def _warn(message: str) -> None:
-    print(message, file=sys.stderr)
-
-
 def log_run_safely(
     run_dir: Path,
     tracking_uri: str | None = None,
-    log: Callable[[str], None] = print,
-    warn: Callable[[str], None] = _warn,
+    log: Callable[[str], None] = LOGGER.info,
+    warn: Callable[[str], None] = warn,
 ) -> str | None:
     """log_run, but a tracking failure only warns in one line: the run folder is the source of truth."""
     try:
         uri, run_id = log_run(run_dir, tracking_uri)
     except Exception as e:  # noqa: BLE001 - any tracking failure must not cost the finished run
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        warn(
-            f"finsent: warning: MLflow tracking failed ({type(e).__name__}: {first[:200]}); the run folder {run_dir} is complete"
-        )
+        warn(f"MLflow tracking failed ({type(e).__name__}: {first[:200]}); the run folder {run_dir} is complete")
         return None
     log(
         f"tracked in MLflow: {uri} (experiment {EXPERIMENT}, run {run_id}); view with `mlflow ui --backend-store-uri {uri}`"

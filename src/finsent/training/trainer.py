@@ -133,11 +133,10 @@ def prepare_splits(cfg: TrainConfig) -> tuple[LabelledData, Splits, int]:
     return data, splits, n_extra
 
 
-def build_model(cfg: TrainConfig, recipe: Recipe, version: str, out: Path, log):
+def build_model(cfg: TrainConfig, recipe: Recipe, lora_settings: dict | None, version: str, out: Path, log):
     """Phase 2: the tokenizer and the model to train (LoRA-wrapped where asked, wrapped again by the recipe)."""
     from transformers import set_seed
 
-    lora_settings = lora.read_lora_config(cfg.lora_config) if cfg.use_lora else None
     set_seed(cfg.seed)
     model_path = hub.resolve_model_name(cfg.model_name)
     tokenizer = loading.load_tokenizer(model_path)
@@ -153,7 +152,7 @@ def build_model(cfg: TrainConfig, recipe: Recipe, version: str, out: Path, log):
     name = cfg.model_name or hub.DEFAULT_MODEL
     info = ModelInfo(version, LABELS, cfg.max_length, name, cfg.use_lora, num_layers=cfg.num_layers)
     write_model_info(out, info)
-    return tokenizer, model, lora_settings, params
+    return tokenizer, model, params
 
 
 def training_arguments(cfg: TrainConfig, recipe: Recipe, ckpt_dir: Path):
@@ -308,6 +307,7 @@ def train(cfg: TrainConfig, log=None, distill: DistillConfig | None = None) -> d
     recipe = Recipe() if distill is None else DistillationRecipe(distill)
     data, splits, n_extra = prepare_splits(cfg)
     plan = recipe.plan(splits, cfg, log)  # a distillation checks its teacher here, before any folder is made
+    lora_settings = lora.read_lora_config(cfg.lora_config) if cfg.use_lora else None  # a bad file: no folder either
     out, version = resolve_output(cfg)
     out.mkdir(parents=True, exist_ok=True)
     log(
@@ -315,7 +315,7 @@ def train(cfg: TrainConfig, log=None, distill: DistillConfig | None = None) -> d
         f"from {describe(data)} (agreement {cfg.agreement}; {data.source['duplicates_removed']} duplicates, "
         f"{data.source['conflicts_removed']} conflicting sentences removed)"
     )
-    tokenizer, model, lora_settings, params = build_model(cfg, recipe, version, out, log)
+    tokenizer, model, params = build_model(cfg, recipe, lora_settings, version, out, log)
     trainer, train_runtime = fit(cfg, recipe, model, tokenizer, plan, splits, out, log)
     if not trainer.is_world_process_zero():
         return {}
@@ -328,7 +328,7 @@ def train(cfg: TrainConfig, log=None, distill: DistillConfig | None = None) -> d
         f"avg confidence {results['avg_confidence']:.3f}  training {train_runtime:.0f}s"
     )
     per_source = results["per_source"] if len(results["per_source"]) > 1 else {}  # one source: the pooled line
-    for name, part in per_source.items():
+    for name, part in ((n, p) for n, p in per_source.items() if "accuracy" in p):  # a source may have no test rows
         log(
             f"  {name}: test accuracy {part['accuracy']:.4f}  macro-F1 {part['macro_f1']:.4f}  ({part['n_test']} sentences)"
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 
@@ -25,8 +26,7 @@ def predictor_for(args: argparse.Namespace, model_dir: str | None = None):
         getattr(predictor, "primary", None), "backend_choice", None
     )
     reason = f" ({choice['reason']})" if choice and choice["requested"] == "auto" else ""
-    LOGGER.debug("backend %s%s", predictor.backend_name, reason)
-    if reason:
+    if reason and LOGGER.isEnabledFor(logging.INFO):  # on stderr: stdout may be the JSON Lines output
         print(f"finsent: backend {predictor.backend_name}{reason}", file=sys.stderr)
     return predictor
 
