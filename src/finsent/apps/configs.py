@@ -1,6 +1,7 @@
 """Every command's settings as data: one dataclass per `finsent` command, its flags generated from the fields
-(apps/cli/flags.py). Train and distill use training.config; the model options of predict, serve, analyze and score
-come from inference.factory.PredictorOptions."""
+(apps/cli/flags.py). Train and distill use training.config; the model options of predict, serve and analyze come
+from inference.factory.PredictorOptions, and score's from its own ScoreConfig (apps/shards.py), which the Ray actors
+receive whole."""
 
 from __future__ import annotations
 
