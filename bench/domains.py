@@ -41,6 +41,7 @@ MPNET = "all-mpnet-base-v2"
 ROWS = {
     "minilm-pb": (["phrasebank"], {"use_lora": True}, None),
     "minilm-mix": (CORPORA, {"use_lora": True}, None),
+    "minilm-mix-full": (CORPORA, {"use_lora": False}, None),  # full fine-tuning, lr 1e-4
     "teacher-pb": (["phrasebank"], {"use_lora": True, "model_name": MPNET, "lora_config": "lora_attention.json"}, None),
     "teacher-mix": (CORPORA, {"use_lora": True, "model_name": MPNET, "lora_config": "lora_attention.json"}, None),
     "student-mix": (CORPORA, {"use_lora": True}, "teacher-mix"),
