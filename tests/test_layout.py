@@ -16,7 +16,7 @@ LAYERS = (
     ("models",),
     ("inference",),
     ("training",),
-    ("export", "documents"),
+    ("export", "documents", "monitoring"),
     ("apps",),
 )
 MAX_FUNCTION_LINES = 80

@@ -101,7 +101,9 @@ def test_dashboard_skips_bad_runs_with_one_line_each(fake_runs, tmp_path):
     assert "2 runs" in proc.stdout and out.is_file()
     page = out.read_text(encoding="utf-8")
     assert 'id="warnings"' in page and "badjson" in page  # the page says what was skipped, too
-    assert page.count('class="run-panel" data-run="1"') == len(TABS) - 1  # v1 and v2 in every per-run view
+    assert (
+        page.count('class="run-panel" data-run="1"') == len(TABS) - 2
+    )  # every per-run view (not comparison, production)
 
 
 def test_dashboard_without_readable_runs_is_exit_2(fake_runs, tmp_path):

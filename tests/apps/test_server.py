@@ -295,7 +295,14 @@ def test_api_key_guards_every_route_but_health_and_ping(keyed_server, logged):
     text = logged[0]["text"]
     with httpx.Client(base_url=keyed_server, timeout=60) as c:
         assert c.get("/health").status_code == 200 and c.get("/ping").status_code == 200
-        for method, path in [("POST", "/predict"), ("POST", "/invocations"), ("GET", "/metadata"), ("GET", "/docs")]:
+        guarded = [
+            ("POST", "/predict"),
+            ("POST", "/invocations"),
+            ("GET", "/metadata"),
+            ("GET", "/docs"),
+            ("GET", "/metrics"),
+        ]
+        for method, path in guarded:
             for headers in (
                 {},
                 {"Authorization": "Bearer wrong"},
@@ -310,6 +317,7 @@ def test_api_key_guards_every_route_but_health_and_ping(keyed_server, logged):
         r = c.post("/predict", json={"texts": [text]}, headers=right)
         assert r.status_code == 200 and r.json()["predictions"][0]["label"] == logged[0]["pred_label"]
         assert c.get("/metadata", headers={"authorization": f"bearer {KEY}"}).status_code == 200
+        assert c.get("/metrics", headers=right).status_code == 200
         r = c.post("/predict", content=b"[" * 100_000, headers={**right, "content-type": "application/json"})
         assert r.status_code == 422
 

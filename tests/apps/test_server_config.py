@@ -107,6 +107,21 @@ def test_serve_refuses_an_open_public_bind_before_loading_the_model(capsys, tmp_
     assert code == 2 and "--model_dir" in err[0] and "--sagemaker" in err[0]
 
 
+def test_serve_log_flags_are_checked_before_loading_the_model(capsys, tmp_path):
+    missing = str(tmp_path / "no-run")
+    code, err = serve_stderr(capsys, ["serve", "--model_dir", missing, "--log_text"])
+    assert code == 2 and len(err) == 1 and err[0].startswith("finsent: error: --log_text")
+    assert "--log_predictions DIR" in err[0] and "Traceback" not in "\n".join(err)
+    (tmp_path / "a-file").write_text("x")
+    code, err = serve_stderr(capsys, ["serve", "--model_dir", missing, "--log_predictions", str(tmp_path / "a-file")])
+    assert code == 2 and len(err) == 1 and "not a folder" in err[0] and str(tmp_path / "a-file") in err[0]
+    # a folder (made if missing) gets past the checks: the command fails on the missing model instead
+    code, err = serve_stderr(capsys, ["serve", "--model_dir", missing, "--log_predictions", str(tmp_path / "logs")])
+    assert code == 2 and len(err) == 1 and "no such run folder" in err[0]
+    args = build_parser().parse_args(["serve", "--model_dir", missing, "--metrics_public"])
+    assert args.metrics_public and args.log_predictions is None and not args.log_text
+
+
 def test_container_serve_is_the_sagemaker_mode(capsys, monkeypatch):
     assert container_argv(["serve"]) == ["serve", "--sagemaker", "--backend", "onnx"]
     args = build_parser().parse_args(container_argv(["serve"]))

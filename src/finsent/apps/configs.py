@@ -134,6 +134,24 @@ class ServeConfig:
     max_wait_ms: float | None = field(
         default=None, metadata=_help("how long a lone request waits for company, in ms (default: 2)")
     )
+    log_predictions: str | None = field(
+        default=None,
+        metadata=_help(
+            "log every answered prediction (time, route, label, probabilities, latency, text length and hash) to "
+            "rolling Parquet files in DIR (default: off)",
+            metavar="DIR",
+        ),
+    )
+    log_text: bool = field(
+        default=False, metadata=_help("store each text in the prediction log too (needs --log_predictions)")
+    )
+    metrics_public: bool = field(
+        default=False, metadata=_help("serve GET /metrics without the API key (for a Prometheus scraper)")
+    )
+
+    def __post_init__(self) -> None:
+        if self.log_text and not self.log_predictions:
+            raise FinsentError("--log_text stores the texts in the prediction log: give --log_predictions DIR with it")
 
 
 @dataclass
@@ -205,6 +223,10 @@ class DashboardConfig:
         metadata=_help("run folders (or a folder of run folders); the first is the comparison baseline", metavar="DIR")
     )
     out: str = field(default="dashboard.html", metadata=_help("HTML file to write (default: %(default)s)"))
+    monitor: list[str] | None = field(
+        default=None,
+        metadata=_help("finsent monitor report.json files to draw in the Production tab", metavar="REPORT"),
+    )
 
 
 @dataclass
@@ -234,4 +256,37 @@ class DataListConfig:
     data_dir: str | None = field(
         default=None,
         metadata=_help("folder holding the corpora (default: $FINSENT_DATA_DIR, else ../shared/data, else ./data)"),
+    )
+
+
+@dataclass
+class MonitorConfig:
+    model_dir: str = field(
+        metadata=_help("the training run folder whose predictions these are (its test split is the reference)")
+    )
+    predictions: list[str] = field(
+        metadata=_help(
+            "serve --log_predictions folders or files, or finsent predict / score outputs (CSV, JSONL, Parquet)",
+            metavar="PATH",
+        )
+    )
+    output: str = field(
+        default="monitor.json",
+        metadata=_help("report.json, or report.html (the JSON is written beside it) (default: %(default)s)"),
+    )
+    window: str = field(
+        default="500",
+        metadata=_help("rows per window (e.g. 500) or a time span (30min, 1h, 1d, 1w) (default: %(default)s)"),
+    )
+    fail_on: list[str] | None = field(
+        default=None,
+        metadata=_help("exit 3 when crossed: drift, accuracy_below=X (the estimate, in any window)", metavar="COND"),
+    )
+    thresholds: str | None = field(
+        default=None, metadata=_help("a JSON or YAML file of thresholds (alpha, psi, novelty_quantile, ...)")
+    )
+    text_column: str = field(default="text", metadata=_help("the text column of the inputs (default: %(default)s)"))
+    time_column: str = field(default="time", metadata=_help("the time column of the inputs (default: %(default)s)"))
+    no_novelty: bool = field(
+        default=False, metadata=_help("skip novelty (embedding the texts with the run's encoder takes the most time)")
     )

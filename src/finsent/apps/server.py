@@ -1,7 +1,8 @@
 """HTTP API: a FastAPI app over one Predictor, concurrent requests micro-batched into shared forward passes.
 
-Also the SageMaker inference contract (GET /ping, POST /invocations) and the server's security rules: a bearer API
-key on every route but the health checks, and no start on a non-loopback address without one.
+Also the SageMaker inference contract (GET /ping, POST /invocations), Prometheus metrics (GET /metrics), the
+prediction log, and the server's security rules: a bearer API key on every route but the health checks, and no
+start on a non-loopback address without one.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import hmac
 import io
 import ipaddress
 import json
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,7 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from finsent.apps.metrics import RequestMetrics, ServerMetrics
 from finsent.apps.schemas import MAX_TEXT_CHARS, MAX_TEXTS, AnalyzeRequest, PredictRequest, PredictResponse
 from finsent.core.errors import FinsentError
 from finsent.documents.analysis import analyze_text
@@ -53,10 +56,12 @@ class MicroBatcher:
         score: Callable[[list[str]], list[dict]],
         max_batch_texts: int = MAX_BATCH_TEXTS,
         max_wait_ms: float = MAX_WAIT_MS,
+        on_batch: Callable[[int], None] | None = None,
     ):
         self.score = score
         self.max_batch_texts = max_batch_texts
         self.max_wait = max_wait_ms / 1000
+        self.on_batch = on_batch  # told the number of texts of each forward pass
         self.requests = 0
         self.batches = 0
         self._queue: asyncio.Queue | None = None
@@ -75,6 +80,10 @@ class MicroBatcher:
                 await self._task
         if self._executor is not None:
             self._executor.shutdown(wait=True)
+
+    def queued(self) -> int:
+        """Requests waiting for a forward pass."""
+        return self._queue.qsize() if self._queue is not None else 0
 
     async def submit(self, texts: list[str]) -> list[dict]:
         """Score texts together with whatever other requests arrive meanwhile."""
@@ -111,6 +120,8 @@ class MicroBatcher:
                 continue
             self.batches += 1
             self.requests += len(batch)
+            if self.on_batch is not None:
+                self.on_batch(len(texts))
             start = 0
             for ts, fut in batch:
                 if not fut.done():
@@ -196,14 +207,15 @@ def predictions_csv(predictions: list[dict], labels: list[str]) -> str:
 
 
 class BearerAuth:
-    """ASGI middleware: every HTTP route except OPEN_PATHS needs `Authorization: Bearer <key>` (constant-time compare)."""
+    """ASGI middleware: every HTTP route except the open paths needs `Authorization: Bearer <key>` (constant-time)."""
 
-    def __init__(self, app: ASGIApp, api_key: str):
+    def __init__(self, app: ASGIApp, api_key: str, open_paths: Collection[str] = OPEN_PATHS):
         self.app = app
         self.key = api_key.encode("utf-8")
+        self.open_paths = frozenset(open_paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        if scope["type"] != "http" or scope["path"] in self.open_paths:
             await self.app(scope, receive, send)
             return
         scheme, _, token = Headers(scope=scope).get("authorization", "").partition(" ")
@@ -223,31 +235,54 @@ def create_app(
     max_wait_ms: float | None = None,
     api_key: str | None = None,
     cors_origins: list[str] | None = None,
+    prediction_log=None,
+    metrics_public: bool = False,
 ) -> FastAPI:
     """The finsent API over a loaded Predictor; the model is fixed here, never chosen by a request.
 
-    With api_key, every route but /health and /ping needs it as a bearer token; CORS is off unless origins are given.
+    With api_key, every route but /health and /ping (and /metrics with metrics_public) needs it as a bearer token;
+    CORS is off unless origins are given. A prediction_log (monitoring.predlog.PredictionLog) is given every answered
+    prediction of /predict and /invocations; the app's lifespan starts it and closes (flushes) it.
     """
     batcher = MicroBatcher(
         predictor.predict, max_batch_texts or MAX_BATCH_TEXTS, MAX_WAIT_MS if max_wait_ms is None else max_wait_ms
     )
-    app = _new_app(predictor, batcher)
-    _add_middleware(app, api_key, cors_origins)
+    metrics = ServerMetrics(
+        model_version=predictor.info.version,
+        backend=predictor.backend_name,
+        labels=list(predictor.labels),
+        queue_depth=batcher.queued,
+        dropped=(lambda: prediction_log.dropped) if prediction_log is not None else (lambda: 0),
+    )
+    batcher.on_batch = metrics.batch_size.observe
+    app = _new_app(predictor, batcher, prediction_log)
+    app.state.metrics = metrics
     _add_error_handlers(app)
-    _add_predict_routes(app, predictor, batcher)
+    _add_predict_routes(app, predictor, batcher, metrics, prediction_log)
     _add_analyze_route(app, predictor)
     _add_info_routes(app, predictor, batcher)
+    app.get("/metrics", summary="Prometheus metrics (text exposition format)")(metrics.response)
+    open_paths = OPEN_PATHS | {"/metrics"} if metrics_public else OPEN_PATHS
+    _add_middleware(app, api_key, cors_origins, open_paths)
+    # outermost: every request is counted, the 401s and the CORS preflights too
+    app.add_middleware(RequestMetrics, metrics=metrics, routes=[route.path for route in app.routes])
     return app
 
 
-def _new_app(predictor, batcher: MicroBatcher) -> FastAPI:
-    """The FastAPI app whose lifespan starts and stops the batcher."""
+def _new_app(predictor, batcher: MicroBatcher, prediction_log=None) -> FastAPI:
+    """The FastAPI app whose lifespan starts and stops the batcher, and the prediction log (closing it flushes it)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
+        if prediction_log is not None:
+            prediction_log.start()
         await batcher.start()
-        yield
-        await batcher.stop()
+        try:
+            yield
+        finally:
+            await batcher.stop()
+            if prediction_log is not None:
+                await asyncio.to_thread(prediction_log.close)
 
     from finsent import __version__
 
@@ -262,10 +297,12 @@ def _new_app(predictor, batcher: MicroBatcher) -> FastAPI:
     return app
 
 
-def _add_middleware(app: FastAPI, api_key: str | None, cors_origins: list[str] | None) -> None:
-    """Bearer authentication where a key is given; CORS outside it where origins are given."""
+def _add_middleware(
+    app: FastAPI, api_key: str | None, cors_origins: list[str] | None, open_paths: Collection[str] = OPEN_PATHS
+) -> None:
+    """Bearer authentication where a key is given (open_paths left open); CORS outside it where origins are given."""
     if api_key:
-        app.add_middleware(BearerAuth, api_key=api_key)
+        app.add_middleware(BearerAuth, api_key=api_key, open_paths=open_paths)
     if cors_origins:  # outermost, so a browser's preflight is answered before authentication
         app.add_middleware(
             CORSMiddleware,
@@ -294,12 +331,18 @@ def _add_error_handlers(app: FastAPI) -> None:
         )
 
 
-def _add_predict_routes(app: FastAPI, predictor, batcher: MicroBatcher) -> None:
-    """POST /predict (JSON) and POST /invocations (SageMaker: JSON or text/csv in, JSON or text/csv out)."""
+def _add_predict_routes(app: FastAPI, predictor, batcher: MicroBatcher, metrics: ServerMetrics, log=None) -> None:
+    """POST /predict (JSON) and POST /invocations (SageMaker: JSON or text/csv in, JSON or text/csv out). Each answer
+    is counted in the metrics and handed to the prediction log, which only enqueues it (its rows are built later)."""
 
-    async def score(request: Request) -> dict:
-        texts = validate_request(parse_json(await request.body())).texts
+    async def score(request: Request, csv_body: bool = False) -> dict:
+        started, route = time.perf_counter(), request.scope["path"]
+        body = await request.body()
+        texts = validate_request({"texts": parse_csv(body)} if csv_body else parse_json(body)).texts
         predictions = await batcher.submit(texts)
+        metrics.observe(route, predictions)
+        if log is not None:
+            log.record(texts, predictions, (time.perf_counter() - started) * 1000, route)
         return {"model_version": predictor.info.version, "backend": predictor.backend_name, "predictions": predictions}
 
     json_body = {
@@ -333,17 +376,9 @@ def _add_predict_routes(app: FastAPI, predictor, batcher: MicroBatcher) -> None:
     )
     async def invocations(request: Request) -> Response:
         kind = media_type(request)
-        if kind in CSV_TYPES:
-            texts = validate_request({"texts": parse_csv(await request.body())}).texts
-            result = {
-                "model_version": predictor.info.version,
-                "backend": predictor.backend_name,
-                "predictions": await batcher.submit(texts),
-            }
-        elif kind in JSON_TYPES:
-            result = await score(request)
-        else:
+        if kind not in CSV_TYPES + JSON_TYPES:
             raise unsupported_media_type(kind, JSON_TYPES + CSV_TYPES)
+        result = await score(request, csv_body=kind in CSV_TYPES)
         if "text/csv" in request.headers.get("accept", ""):
             return Response(predictions_csv(result["predictions"], list(predictor.labels)), media_type="text/csv")
         return JSONResponse(jsonable_encoder(PredictResponse(**result), exclude_none=True))

@@ -44,6 +44,7 @@ VAL_LOGITS = "val_logits.npz"
 LABEL_MAP = "label_map.json"
 SENTENCES = "sentences.json"  # hashes of the run's train / validation / test sentences (distillation's leakage guard)
 TEACHER_LOGITS = "teacher_logits.npz"  # a teacher's raw logits by sentence hash, cached for distillation
+MONITOR_REFERENCE = "monitor_reference.npz"  # training sentences' embeddings and validation's novelty, for monitor
 CHECKPOINTS = "checkpoints"
 ONNX_DIR = "onnx"
 EARLY_EXIT_DIR = "early_exit"  # a run's early exit: a shallower student distilled from it (`distill --num_layers`)
@@ -278,6 +279,32 @@ def write_teacher_logits(run_dir: Path, keys: list[str], logits: np.ndarray, wei
     tmp = path.parent / f".{path.stem}.tmp.npz"
     np.savez(tmp, keys=np.asarray(keys), logits=np.asarray(logits, dtype=np.float32), weights_sha256=weights_sha256)
     os.replace(tmp, path)
+
+
+def write_monitor_reference(run_dir: Path, arrays: dict[str, np.ndarray], weights_sha256: str) -> bool:
+    """Cache monitor's reference arrays beside the run; False (nothing written) where the folder is read-only."""
+    path = Path(run_dir) / MONITOR_REFERENCE
+    tmp = path.parent / f".{path.stem}.tmp.npz"
+    try:
+        np.savez(tmp, weights_sha256=weights_sha256, **arrays)
+        os.replace(tmp, path)
+    except OSError:
+        return False
+    return True
+
+
+def read_monitor_reference(run_dir: Path, weights_sha256: str) -> dict[str, np.ndarray] | None:
+    """monitor's cached reference arrays, or None where there are none for these weights."""
+    file = Path(run_dir) / MONITOR_REFERENCE
+    if not file.is_file():
+        return None
+    try:
+        with np.load(file) as npz:
+            if str(npz["weights_sha256"]) != weights_sha256:
+                return None
+            return {k: npz[k] for k in npz.files if k != "weights_sha256"}
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def read_teacher_logits(run_dir: Path, weights_sha256: str) -> dict[str, np.ndarray]:

@@ -7,7 +7,7 @@
   function showTab(id){
     document.querySelectorAll('section.tab').forEach(function(s){ s.classList.toggle('active', s.id === id); });
     document.querySelectorAll('nav.tabs button').forEach(function(b){ b.classList.toggle('active', b.dataset.tab === id); });
-    document.getElementById('run-picker').style.visibility = id === 'comparison' ? 'hidden' : 'visible';
+    document.getElementById('run-picker').style.visibility = (id === 'comparison' || id === 'production') ? 'hidden' : 'visible';
     if (history.replaceState) { history.replaceState(null, '', '#' + id); }
     resizeVisible();
   }

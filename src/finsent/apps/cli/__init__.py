@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from finsent.apps.cli import batch, catalog, documents, serving, training
+from finsent.apps.cli import batch, catalog, documents, monitoring, serving, training
 from finsent.core.errors import FinsentError
 from finsent.core.logs import LEVELS, setup_logging
 
@@ -25,6 +25,7 @@ def build_parser(train_flags: bool = True) -> argparse.ArgumentParser:
     serving.add_commands(sub, common)
     documents.add_commands(sub, common)
     batch.add_commands(sub, common)
+    monitoring.add_commands(sub, common)
     return parser
 
 

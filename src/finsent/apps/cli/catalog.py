@@ -23,7 +23,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
     cfg = from_args(DashboardConfig, args)
     start = time.perf_counter()
-    out, runs = write_dashboard(cfg.runs, cfg.out)
+    out, runs = write_dashboard(cfg.runs, cfg.out, monitor=cfg.monitor)
     size = out.stat().st_size / 1e6
     print(
         f"dashboard: {out} ({size:.1f} MB, {len(runs)} run{'s' if len(runs) != 1 else ''}: "

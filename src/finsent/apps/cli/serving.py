@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
 
 from finsent.apps.cli.flags import add_command, from_args
 from finsent.apps.configs import ExportOnnxConfig, PredictConfig, ServeConfig
@@ -88,8 +89,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     notice = server.check_exposure(host, api_key, cfg.allow_unauthenticated, cfg.sagemaker)
     if notice:
         print(notice, file=sys.stderr)
+    if cfg.log_predictions and Path(cfg.log_predictions).exists() and not Path(cfg.log_predictions).is_dir():
+        raise FinsentError(f"--log_predictions {cfg.log_predictions}: not a folder; give a folder for the log files")
+    predictor = predictor_for(args, cfg.model_dir)
     server.serve(
-        predictor_for(args, cfg.model_dir),
+        predictor,
         host=host,
         port=port,
         log_level=args.log_level,
@@ -97,8 +101,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_wait_ms=cfg.max_wait_ms,
         api_key=api_key,
         cors_origins=cfg.cors_origins,
+        prediction_log=prediction_log_for(cfg, predictor),
+        metrics_public=cfg.metrics_public,
     )
     return 0
+
+
+def prediction_log_for(cfg: ServeConfig, predictor):
+    """The server's prediction log (--log_predictions DIR), or None."""
+    if not cfg.log_predictions:
+        return None
+    from finsent.monitoring.predlog import PredictionLog
+
+    return PredictionLog(
+        cfg.log_predictions,
+        model_version=predictor.info.version,
+        backend=predictor.backend_name,
+        labels=list(predictor.labels),
+        log_text=cfg.log_text,
+    )
 
 
 def cmd_export_onnx(args: argparse.Namespace) -> int:
@@ -119,7 +140,9 @@ def add_commands(sub, common: argparse.ArgumentParser) -> None:
     on = {"parents": [common]}
     predict_help = "score sentences from arguments, stdin or a table (csv, tsv, json, jsonl, parquet, txt)"
     add_command(sub, "predict", predict_help, cmd_predict, PredictConfig, PredictorOptions, **on)
-    serve_help = "HTTP API: POST /predict, /invocations, GET /health, /ping, /metadata, docs at /docs"
+    serve_help = (
+        "HTTP API: POST /predict, /invocations, /analyze, GET /health, /ping, /metadata, /metrics, docs at /docs"
+    )
     add_command(sub, "serve", serve_help, cmd_serve, ServeConfig, PredictorOptions, **on)
     export_help = "merge the LoRA adapter, export ONNX and quantize it to int8 into <model_dir>/onnx/"
     add_command(sub, "export-onnx", export_help, cmd_export_onnx, ExportOnnxConfig, **on)

@@ -26,6 +26,7 @@ from finsent.apps.dashboard.figures import (
     plot_div,
     reliability_figure,
 )
+from finsent.apps.dashboard.production import production_view, read_report
 from finsent.apps.dashboard.sources import log_sources, source_comparison, sources_view
 from finsent.core.logs import warn
 from finsent.core.pages import render
@@ -44,6 +45,7 @@ TABS = (
     ("calibration", "Calibration"),
     ("data-quality", "Data quality"),
     ("comparison", "Run comparison"),
+    ("production", "Production"),
 )
 METRIC_FORMATS = {
     "n_test": ",.0f",
@@ -248,8 +250,11 @@ def comparison_view(runs: list[Run], cals: list[dict | None]) -> dict | None:
     }
 
 
-def build_html(runs: list[Run], warnings: list[str] | None = None, title: str = "finsent model health") -> str:
-    """The whole page as one string: plotly.js inlined once, every view as a tab, per-run panels behind a picker."""
+def build_html(
+    runs: list[Run], warnings: list[str] | None = None, title: str = "finsent model health", reports: list[dict] = ()
+) -> str:
+    """The whole page as one string: plotly.js inlined once, every view as a tab, per-run panels behind a picker;
+    the Production tab draws the monitor reports given."""
     from plotly.offline import get_plotlyjs
 
     from finsent import __version__ as finsent_version
@@ -279,22 +284,25 @@ def build_html(runs: list[Run], warnings: list[str] | None = None, title: str = 
         ],
         panels=panels,
         comparison=comparison_view(runs, cals),
+        production_blocks=production_view(list(reports)),
         warnings=warnings or [],
         run_data=[{"label": r.label, "path": str(r.path)} for r in runs],
     )
 
 
 def write_dashboard(
-    dirs: list[str | Path], out: Path, on_warning: Callable[[str], None] = warn
+    dirs: list[str | Path], out: Path, on_warning: Callable[[str], None] = warn, monitor: list[str] | None = None
 ) -> tuple[Path, list[Run]]:
-    """Load the runs (warning for and skipping unreadable ones), build the page and write it atomically."""
+    """Load the runs (warning for and skipping unreadable ones) and the monitor reports, build the page, write it
+    atomically."""
     skipped: list[str] = []
 
     def note(message: str) -> None:
         skipped.append(message)
         on_warning(message)
 
+    reports = [read_report(path) for path in monitor or []]
     runs = load_runs(dirs, note)
-    page = build_html(runs, skipped)
+    page = build_html(runs, skipped, reports=reports)
     write_text(Path(out), page)
     return Path(out), runs

@@ -1,0 +1,54 @@
+"""`finsent monitor`: model health of served predictions against the run's own reference, without labels."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from finsent.apps.cli.flags import add_command, from_args
+from finsent.apps.configs import MonitorConfig
+
+FAIL_EXIT = 3  # --fail_on crossed: for cron and CI, apart from errors (2)
+
+
+def cmd_monitor(args: argparse.Namespace) -> int:
+    from finsent.apps.dashboard.production import monitor_page
+    from finsent.core.serialization import write_json, write_text
+    from finsent.monitoring import config
+    from finsent.monitoring.inputs import read_inputs
+    from finsent.monitoring.reference import build_reference
+    from finsent.monitoring.report import crossed, monitor
+
+    cfg = from_args(MonitorConfig, args)
+    window = config.parse_window(cfg.window)
+    fail_on = config.parse_fail_on(cfg.fail_on)
+    thresholds = config.MonitorThresholds.from_file(cfg.thresholds)
+    ref = build_reference(cfg.model_dir, thresholds, novelty=not cfg.no_novelty)
+    data, counts = read_inputs(cfg.predictions, ref.labels, cfg.text_column, cfg.time_column)
+    report = {**monitor(data, ref, window, thresholds), "inputs": counts, "model_dir": str(cfg.model_dir)}
+    out = Path(cfg.output)
+    json_path = out.with_suffix(".json") if out.suffix.lower() in (".html", ".htm") else out
+    write_json(json_path, report)
+    written = [json_path]
+    if json_path != out:
+        write_text(out, monitor_page({**report, "source": str(json_path)}))
+        written.append(out)
+    s = report["summary"]
+    print(
+        f"monitor: {s['rows']:,} rows in {s['windows']} windows, {s['drifting_windows']} drifting; estimated accuracy "
+        f"{min(w['estimated_accuracy'] for w in report['windows']):.3f} to "
+        f"{max(w['estimated_accuracy'] for w in report['windows']):.3f} (test {ref.results.get('accuracy', float('nan')):.3f})"
+        f" -> {', '.join(map(str, written))}"
+    )
+    if ref.novelty_note:
+        print(f"finsent: note: {ref.novelty_note}", file=sys.stderr)
+    reasons = crossed(report, fail_on)
+    for reason in reasons:
+        print(f"finsent: monitor: {reason} (--fail_on)", file=sys.stderr)
+    return FAIL_EXIT if reasons else 0
+
+
+def add_commands(sub, common: argparse.ArgumentParser) -> None:
+    monitor_help = "model health of predictions (serve logs, predict/score outputs): estimated accuracy, drift, novelty"
+    add_command(sub, "monitor", monitor_help, cmd_monitor, MonitorConfig, parents=[common])

@@ -1,0 +1,1 @@
+"""Monitoring of a served model: prediction logs, input drift and prediction statistics against a reference."""
