@@ -168,8 +168,8 @@ def run_parts(args, run: Path) -> dict:
     ):
         rows = window_rows(windows, name)
         results["parts"][name] = {"summary": summarise(rows), "windows": rows}
-    results["parts"]["b_tweets"]["rows_before_first_drift"] = b["summary"]["rows_before_first_drift"]
-    results["parts"]["b_tweets_100"]["rows_before_first_drift"] = b_small["summary"]["rows_before_first_drift"]
+    results["parts"]["b_tweets"]["rows_until_first_drift"] = b["summary"]["rows_until_first_drift"]
+    results["parts"]["b_tweets_100"]["rows_until_first_drift"] = b_small["summary"]["rows_until_first_drift"]
     return results
 
 
@@ -265,9 +265,9 @@ def to_markdown(results: dict, cpu: str) -> str:
         )
     lines += [
         "",
-        "Tweets: rows before the first drifting window: "
-        f"{results['parts']['b_tweets']['rows_before_first_drift']} (windows of {results['size']}), "
-        f"{results['parts']['b_tweets_100']['rows_before_first_drift']} (windows of 100).",
+        "Tweets: rows read until the first drifting window ends: "
+        f"{results['parts']['b_tweets']['rows_until_first_drift']} (windows of {results['size']}), "
+        f"{results['parts']['b_tweets_100']['rows_until_first_drift']} (windows of 100).",
         "",
         "The shifting feed, window by window:",
         "",

@@ -167,6 +167,13 @@ def test_a_prediction_log_folder_in_time_windows(lora_run, feeds):
     assert code == 0 and sum(w["n"] for w in report["windows"]) == 300
     assert all(w["accuracy"] is None for w in report["windows"])  # a log holds no true labels
     assert report["windows"][0]["start"].endswith("+00:00")
+    other = feeds["work"] / "log-v9"
+    log = PredictionLog(other, model_version="v9", backend="torch", labels=("negative", "neutral", "positive"))
+    log.start()
+    log.record(scored["text"].tolist()[:5], preds[:5], 3.0, "/predict")
+    log.close()
+    done = finsent_subprocess("monitor", "--model_dir", str(lora_run), "--predictions", str(other), "--no_novelty")
+    assert done.returncode == 2 and "model version v9, not v1" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_html_page_and_the_production_tab(lora_run, feeds, browser):
@@ -192,3 +199,30 @@ def test_html_page_and_the_production_tab(lora_run, feeds, browser):
     standalone.goto((work / "page.html").as_uri())
     assert standalone.locator("#production-shift-0 .main-svg").count() > 0
     assert errors == []
+
+
+def test_a_score_output_folder_is_a_monitor_input(lora_run, feeds):
+    """finsent score's Parquet dataset, as it is, gives the window predict's CSV gives."""
+    work = feeds["work"]
+    scored = work / "scored"
+    assert (
+        main(
+            [
+                "score",
+                "--model_dir",
+                str(lora_run),
+                "--input",
+                str(work / "tweets.csv"),
+                "--output",
+                str(scored),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    _, from_score = run_monitor(lora_run, work / "score.json", scored, extra=["--no_novelty"])
+    _, from_predict = run_monitor(lora_run, work / "predict.json", feeds["tweets"], extra=["--no_novelty"])
+    a, b = from_score["windows"][0], from_predict["windows"][0]
+    assert a["n"] == b["n"] == 300 and a["accuracy"] == b["accuracy"]
+    assert a["estimated_accuracy"] == pytest.approx(b["estimated_accuracy"], abs=1e-4)
+    assert from_score["inputs"][str(scored)]["scored"] == 300

@@ -73,7 +73,7 @@ def test_a_shifted_feed_drifts_and_names_its_terms():
     assert not first["drift"] and second["drift"]
     assert {"confidence_ks", "text_length_ks"} <= set(second["drifting_tests"])
     assert "bullish" in [t["term"] for t in second["top_terms"]] and second["examples"]
-    assert report["summary"]["first_drifting_window"] == 1 and report["summary"]["rows_before_first_drift"] == 1000
+    assert report["summary"]["first_drifting_window"] == 1 and report["summary"]["rows_until_first_drift"] == 1000
     reasons = crossed(report, {"drift": True, "accuracy_below": 0.99})
     assert len(reasons) == 2 and "window 1" in reasons[0]
 
@@ -92,3 +92,43 @@ def test_a_time_window_without_times_is_one_line():
     with pytest.raises(FinsentError, match="--time_column"):
         cut_windows(data, "time", "1h")
     assert [len(p) for _, _, p in cut_windows(data, "rows", 4)] == [4, 4, 2]
+
+
+def test_week_windows_start_at_their_left_edge():
+    ref = reference()
+    probs, truth, texts = draw(600, 6)
+    data = frame(probs, truth, texts)
+    data["time"] = pd.date_range("2026-12-01", periods=600, freq="1h", tz="UTC")
+    report = monitor(data, ref, ("time", "1W"), MonitorThresholds())
+    assert sum(w["n"] for w in report["windows"]) == 600
+    for w in report["windows"]:
+        assert w["start"] <= w["time_start"] and w["time_end"] < w["end"]
+
+
+def test_tiny_differences_on_huge_windows_are_not_drift():
+    """p-values shrink with n: a slightly flatter feed is significant on 50,000 rows, and not worth an alarm."""
+    probs, truth, texts = draw(20000, 0)
+    ref = Reference(
+        version="v1",
+        labels=LABELS,
+        temperature=1.0,
+        results={"accuracy": 0.8},
+        test_probs=probs,
+        test_truth=truth,
+        test_texts=texts,
+        atc_threshold=0.5,
+    )
+    probs, truth, texts = draw(50000, 7, alpha=(0.32, 0.32, 0.32))
+    report = monitor(frame(probs, truth, texts), ref, ("rows", 50000), MonitorThresholds())
+    tests = report["windows"][0]["tests"]
+    assert tests["confidence_ks"]["p_value"] < 1e-6 and tests["confidence_ks"]["statistic"] < 0.05
+    assert not report["windows"][0]["drift"]
+
+
+def test_accuracy_below_skips_windows_too_small_to_test():
+    ref = reference()
+    probs, truth, texts = draw(503, 8)
+    probs[500:] = [0.4, 0.3, 0.3]  # a last window of 3 unsure rows
+    report = monitor(frame(probs, truth, texts), ref, ("rows", 500), MonitorThresholds())
+    assert report["windows"][1]["n"] == 3 and report["windows"][1]["estimated_accuracy"] < 0.5
+    assert crossed(report, {"drift": False, "accuracy_below": 0.5}) == []

@@ -280,9 +280,11 @@ def _new_app(predictor, batcher: MicroBatcher, prediction_log=None) -> FastAPI:
         try:
             yield
         finally:
-            await batcher.stop()
-            if prediction_log is not None:
-                await asyncio.to_thread(prediction_log.close)
+            try:
+                await batcher.stop()
+            finally:  # the log is flushed even when the batcher fails to stop
+                if prediction_log is not None:
+                    await asyncio.to_thread(prediction_log.close)
 
     from finsent import __version__
 

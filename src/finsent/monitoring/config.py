@@ -20,6 +20,10 @@ class MonitorThresholds:
 
     alpha: float = 0.001  # p-value below which a test (label shares, KS, novelty) flags a window
     psi: float = 0.25  # PSI above which confidence or margin counts as shifted (0.25: the usual "major shift")
+    # effect sizes a test must also reach: on large windows (a day of traffic) tiny differences are significant
+    ks_min: float = 0.1  # KS statistic (confidence, margin, text length)
+    share_min: float = 0.05  # the largest change of a predicted label's share
+    novelty_min: float = 0.05  # novelty share above validation's
     novelty_quantile: float = 0.95  # validation sentences nearer a training sentence than the threshold: this share
     min_rows: int = 30  # windows with fewer rows get estimates but no drift tests
     draws: int = 200  # label draws for the estimate's interval
@@ -30,9 +34,19 @@ class MonitorThresholds:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):  # types first, so that the ranges below compare numbers
+            value, whole = getattr(self, f.name), f.type == "int"
+            if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)):
+                raise FinsentError(
+                    f"thresholds: {f.name} = {value!r} must be {'a whole number' if whole else 'a number'}"
+                )
         checks = (
             ("alpha", 0 < self.alpha < 1, "in (0, 1)"),
             ("psi", self.psi > 0, "above 0"),
+            ("ks_min", 0 <= self.ks_min < 1, "in [0, 1)"),
+            ("share_min", 0 <= self.share_min < 1, "in [0, 1)"),
+            ("novelty_min", 0 <= self.novelty_min < 1, "in [0, 1)"),
+            ("seed", self.seed >= 0, "0 or more"),
             ("novelty_quantile", 0 < self.novelty_quantile < 1, "in (0, 1)"),
             ("min_rows", self.min_rows >= 1, "at least 1"),
             ("draws", self.draws >= 10, "at least 10"),

@@ -13,13 +13,39 @@ import pandas as pd
 
 from finsent.core.errors import FinsentError
 from finsent.data.tables import read_chunks
+from finsent.monitoring.predlog import FORMAT as LOG_FORMAT
 from finsent.monitoring.predlog import read_prediction_logs
+
+LOG_KEY = b"finsent"  # the schema metadata key predlog writes its format under
 
 HINT = "give finsent predict or score outputs, or the files of serve --log_predictions"
 
 
+def _is_log_file(path: Path) -> bool:
+    """A file serve --log_predictions wrote: Parquet whose schema carries the prediction-log format mark."""
+    if path.suffix != ".parquet":
+        return False
+    import pyarrow.parquet as pq
+
+    try:
+        return (pq.read_schema(path).metadata or {}).get(LOG_KEY) == LOG_FORMAT.encode()
+    except Exception:  # noqa: BLE001 - not readable as Parquet: read as a table, which names the problem
+        return False
+
+
 def _is_log(path: Path) -> bool:
-    return path.is_dir() or (path.name.startswith("predictions-") and path.suffix == ".parquet")
+    """serve's prediction log: such a file, or a folder holding them."""
+    if path.is_dir():
+        return any(_is_log_file(f) for f in path.glob("predictions-*.parquet"))
+    return _is_log_file(path)
+
+
+def _read_folder(path: Path) -> pd.DataFrame:
+    """A `finsent score` output folder: its Parquet files (one per input shard) in name order."""
+    files = sorted(path.glob("*.parquet"))
+    if not files:
+        raise FinsentError(f"{path}: a folder with no prediction logs (predictions-*.parquet) or Parquet files; {HINT}")
+    return pd.concat([_read_table(f) for f in files], ignore_index=True)
 
 
 def _read_table(path: Path) -> pd.DataFrame:
@@ -61,11 +87,19 @@ def _truth(frame: pd.DataFrame, prefix: str, labels: tuple[str, ...], name: str)
 def _time(frame: pd.DataFrame, column: str, name: str) -> pd.Series | None:
     if column not in frame.columns:
         return None
-    times = pd.to_datetime(frame[column], utc=True, errors="coerce", format="mixed")
-    bad = times.isna() & frame[column].notna()
+    values = frame[column]
+    numeric = values.astype("string").str.fullmatch(r"\s*-?\d+(\.\d*)?\s*")
+    if pd.api.types.is_numeric_dtype(values) or (numeric.notna().any() and numeric.fillna(True).all()):
+        raise FinsentError(
+            f"{name}: {column} holds numbers, not dates or times; give ISO times (2026-12-03T10:00:00Z) or name "
+            "another column with --time_column"
+        )
+    values = values.replace("", None) if values.dtype == object or pd.api.types.is_string_dtype(values) else values
+    times = pd.to_datetime(values, utc=True, errors="coerce", format="mixed")
+    bad = times.isna() & values.notna()
     if bad.any():
         row = int(bad.to_numpy().argmax()) + 1
-        raise FinsentError(f"{name}: row {row}: {column} {frame[column][bad].iloc[0]!r} is not a date or time")
+        raise FinsentError(f"{name}: row {row}: {column} {values[bad].iloc[0]!r} is not a date or time")
     return times
 
 
@@ -78,11 +112,12 @@ def normalise(
     out = pd.DataFrame(probs, columns=[f"prob_{label}" for label in labels])
     truth = _truth(frame, prefix, labels, name)
     out["truth"] = truth.to_numpy(dtype=object) if truth is not None else None
+    lengths = _numbers(frame, "text_length", name) if "text_length" in frame.columns else np.full(len(frame), np.nan)
     if text_column in frame.columns:
-        out["text"] = frame[text_column].astype("string").fillna("").to_numpy(dtype=object)
-        out["text_length"] = out["text"].str.len().astype(float)
-    elif "text_length" in frame.columns:
-        out["text_length"] = _numbers(frame, "text_length", name)
+        text = frame[text_column].astype("string")
+        out["text"] = text.fillna("").to_numpy(dtype=object)
+        lengths = np.where(text.notna().to_numpy(), text.str.len().fillna(0).to_numpy(dtype=float), lengths)
+    out["text_length"] = lengths  # NaN where neither the text nor its length is known
     times = _time(frame, time_column, name)
     if times is not None:
         out["time"] = times.to_numpy()
@@ -99,11 +134,19 @@ def read_inputs(
         path = Path(raw)
         if not path.exists() and "://" not in raw:
             raise FinsentError(f"{raw}: no such file or folder (--predictions); {HINT}")
-        frame = read_prediction_logs([path]) if _is_log(path) else _read_table(path)
+        if _is_log(path):
+            frame = read_prediction_logs([path])
+        else:
+            frame = _read_folder(path) if path.is_dir() else _read_table(path)
         part = normalise(frame, labels, raw, text_column, time_column)
         counts[raw] = {"rows": len(frame), "scored": len(part)}
+        for column, key in (("model_version", "model_versions"), ("backend", "backends")):
+            if column in frame.columns:
+                counts[raw][key] = sorted(frame[column].dropna().astype(str).unique().tolist())
         frames.append(part)
     data = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if "text" in data.columns:  # inputs without texts beside inputs with them
+        data["text"] = data["text"].fillna("")
     if data.empty:
         raise FinsentError(f"{', '.join(paths)}: no scored rows to monitor")
     return data, counts

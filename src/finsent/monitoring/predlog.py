@@ -27,6 +27,7 @@ SUFFIX = ".parquet"
 FORMAT = "finsent-prediction-log/1"  # in each file's schema metadata, under b"finsent"
 REQUIRED = ("time", "model_version", "backend", "route", "label", "confidence")
 _STOP = object()
+CLOSE_TIMEOUT_S = 60.0
 _SEQ = itertools.count(1)  # one sequence per process, so that two logs in one folder never share a name
 
 
@@ -154,8 +155,8 @@ class PredictionLog:
 
     def record(self, texts: Sequence[str], predictions: Sequence[dict], latency_ms: float, route: str) -> None:
         """Queue one request's predictions; drops them (counted) when the queue is full or the log is closed."""
+        n = len(predictions) if hasattr(predictions, "__len__") else 1
         try:
-            n = len(predictions)
             item = (time.time(), texts, predictions, float(latency_ms), route)
             with self._lock:
                 if self._closed or self._queued + n > self.max_queue_rows:
@@ -165,7 +166,7 @@ class PredictionLog:
                 self._queue.put(item)  # inside the lock, so that nothing lands behind close()'s stop mark
         except Exception:  # noqa: BLE001 - logging must never fail a request
             with self._lock:
-                self._dropped += 1
+                self._dropped += n
 
     def close(self) -> None:
         """Write every queued row and stop the thread; idempotent."""
@@ -176,8 +177,13 @@ class PredictionLog:
         self._queue.put(_STOP)
         if self._thread is None:
             self._run()  # never started: write what was queued here
-        else:
-            self._thread.join()
+            return
+        self._thread.join(CLOSE_TIMEOUT_S)
+        if self._thread.is_alive():  # a hung file system must not hold the server's shutdown forever
+            warn(
+                f"{self.directory}: the prediction log was still writing after {CLOSE_TIMEOUT_S:.0f} s at shutdown; "
+                f"its last rows ({self._queued} queued) may be lost: check the folder's file system"
+            )
 
     def __enter__(self) -> PredictionLog:
         self.start()

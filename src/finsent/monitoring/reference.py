@@ -42,6 +42,7 @@ class Reference:
     test_truth: np.ndarray
     test_texts: list[str]
     atc_threshold: float
+    atc_source: str = "validation"
     val_estimate: dict = field(default_factory=dict)
     encoder: Encoder | None = None
     train_embeddings: np.ndarray | None = None
@@ -72,6 +73,7 @@ class Reference:
                 )
             ),
             "atc_threshold": self.atc_threshold,
+            "atc_threshold_source": self.atc_source,
             **self.val_estimate,
             "novelty_threshold": self.novelty_threshold,
             "novelty_share_val": None if self.novelty_val is None else self.novelty_val[0] / self.novelty_val[1],
@@ -146,15 +148,11 @@ def _split_texts(run_dir: Path, results: dict) -> tuple[list[str], list[str]]:
 
 def _novelty(ref: Reference, run_dir: Path, thresholds: MonitorThresholds) -> None:
     """Embed the training sentences (a seeded sample) and set the threshold at validation's novelty_quantile."""
-    digest = weights_digest(run_dir) or ""
-    cached = read_monitor_reference(run_dir, digest)
+    digest = weights_digest(run_dir)  # None (no safetensors weights): nothing to key a cache on, so none
+    cached = read_monitor_reference(run_dir, digest) if digest else None
     wanted = thresholds.reference_sentences
-    if (
-        cached is None
-        or "val_n" not in cached
-        or int(cached["sample"]) != wanted
-        or float(cached["quantile"]) != thresholds.novelty_quantile
-    ):
+    settings = {"sample": wanted, "quantile": thresholds.novelty_quantile, "seed": thresholds.seed}
+    if cached is None or any(k not in cached or float(cached[k]) != float(v) for k, v in settings.items()):
         train, val = _split_texts(run_dir, ref.results)
         if len(train) > wanted:
             rng = np.random.default_rng(thresholds.seed)
@@ -167,21 +165,22 @@ def _novelty(ref: Reference, run_dir: Path, thresholds: MonitorThresholds) -> No
             "threshold": np.float64(threshold),
             "val_n": np.int64(len(val_dist)),
             "val_novel": np.int64((val_dist > threshold).sum()),
-            "sample": np.int64(wanted),
-            "quantile": np.float64(thresholds.novelty_quantile),
+            **{k: np.float64(v) for k, v in settings.items()},
         }
-        write_monitor_reference(run_dir, cached, digest)
+        if digest:
+            write_monitor_reference(run_dir, cached, digest)
     ref.train_embeddings = cached["train_embeddings"]
     ref.novelty_threshold = float(cached["threshold"])
     ref.novelty_val = (int(cached["val_novel"]), int(cached["val_n"]))
 
 
-def build_reference(run_dir: str | Path, thresholds: MonitorThresholds, novelty: bool = True) -> Reference:
-    """The reference of a finished run folder; novelty where its encoder and training data can be read."""
+def build_reference(run_dir: str | Path, thresholds: MonitorThresholds, novelty_off: str | None = None) -> Reference:
+    """The reference of a finished run folder; novelty where its encoder and training data can be read, unless
+    novelty_off says why not."""
     run_dir = Path(run_dir)
     run = load_run(run_dir)
     info = read_model_info(run_dir)
-    temperature = float(run.results.get("temperature") or 1.0)
+    temperature = info.temperature  # what the Predictor serves with
     test_probs = softmax(logits_from_probs(run.probs), temperature)
     ref = Reference(
         version=run.version,
@@ -192,22 +191,24 @@ def build_reference(run_dir: str | Path, thresholds: MonitorThresholds, novelty:
         test_truth=run.y_true,
         test_texts=run.log["text"].astype(str).tolist(),
         atc_threshold=stats.atc_threshold(test_probs.max(1), test_probs.argmax(1) == run.y_true),
+        atc_source="test (the run kept no val_logits.npz)",
     )
     if run.val_logits is not None:  # ATC's threshold on validation where the run kept its logits
         val_probs = softmax(run.val_logits["logits"], temperature)
         val_truth = np.asarray(run.val_logits["labels"])
         ref.atc_threshold = stats.atc_threshold(val_probs.max(1), val_probs.argmax(1) == val_truth)
+        ref.atc_source = "validation"
         ref.val_estimate = {
             "val_accuracy": float(np.mean(val_probs.argmax(1) == val_truth)),
             "estimated_val_accuracy": stats.expected_performance(val_probs)[0],
         }
-    if not novelty:
-        ref.novelty_note = "novelty off (--no_novelty)"
+    if novelty_off:
+        ref.novelty_note = f"novelty off: {novelty_off}"
         return ref
     try:
         ref.encoder = Encoder(run_dir, info.max_length)
         _novelty(ref, run_dir, thresholds)
-    except (FinsentError, OSError) as e:
-        ref.train_embeddings, ref.novelty_threshold = None, None
-        ref.novelty_note = f"novelty off: {e}"
+    except Exception as e:  # noqa: BLE001 - novelty is optional: any failure to load or embed turns it off, said
+        ref.encoder, ref.train_embeddings, ref.novelty_threshold = None, None, None
+        ref.novelty_note = f"novelty off: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
     return ref

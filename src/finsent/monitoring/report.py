@@ -34,7 +34,7 @@ def cut_windows(data: pd.DataFrame, kind: str, size: int | str) -> list[tuple[ob
         offset = pd.tseries.frequencies.to_offset(size)
         return [
             (start.isoformat(), (start + offset).isoformat(), part.reset_index(drop=True))
-            for start, part in data.groupby(pd.Grouper(key="time", freq=size))
+            for start, part in data.groupby(pd.Grouper(key="time", freq=size, closed="left", label="left"))
             if len(part)
         ]
     if has_time:
@@ -49,7 +49,15 @@ def _drift_tests(part: pd.DataFrame, probs: np.ndarray, ref: Reference, th: Moni
     k = len(ref.labels)
     counts = (np.bincount(ref.test_probs.argmax(1), minlength=k), np.bincount(probs.argmax(1), minlength=k))
     chi2, p = stats.label_shift_test(*counts)
-    tests = {"label_shares": {"statistic": chi2, "p_value": p, "drift": p < th.alpha}}
+    moved = float(np.abs(counts[0] / counts[0].sum() - counts[1] / counts[1].sum()).max())
+    tests = {
+        "label_shares": {
+            "statistic": chi2,
+            "p_value": p,
+            "largest_change": moved,
+            "drift": p < th.alpha and moved >= th.share_min,
+        }
+    }
     for name, ref_values, values in (
         ("confidence", ref.test_probs.max(1), probs.max(1)),
         ("margin", margins(ref.test_probs), margins(probs)),
@@ -57,21 +65,26 @@ def _drift_tests(part: pd.DataFrame, probs: np.ndarray, ref: Reference, th: Moni
         value = stats.psi(ref_values, values)
         tests[f"{name}_psi"] = {"value": value, "drift": value > th.psi}
         statistic, p = stats.ks_test(ref_values, values)
-        tests[f"{name}_ks"] = {"statistic": statistic, "p_value": p, "drift": p < th.alpha}
+        tests[f"{name}_ks"] = {"statistic": statistic, "p_value": p, "drift": p < th.alpha and statistic >= th.ks_min}
     lengths = part["text_length"].dropna().to_numpy() if "text_length" in part else np.zeros(0)
     if len(lengths) >= th.min_rows:
         statistic, p = stats.ks_test(ref.test_lengths, lengths)
-        tests["text_length_ks"] = {"statistic": statistic, "p_value": p, "drift": p < th.alpha}
+        tests["text_length_ks"] = {
+            "statistic": statistic,
+            "p_value": p,
+            "drift": p < th.alpha and statistic >= th.ks_min,
+        }
     if dist is not None and np.isfinite(dist).sum() >= th.min_rows:
         seen = dist[np.isfinite(dist)]
         novel = int((seen > ref.novelty_threshold).sum())
         val_novel, val_n = ref.novelty_val
         p = stats.excess_share_test(novel, len(seen), val_novel, val_n)
+        share, val_share = novel / len(seen), val_novel / val_n
         tests["novelty"] = {
-            "share": novel / len(seen),
-            "validation_share": val_novel / val_n,
+            "share": share,
+            "validation_share": val_share,
             "p_value": p,
-            "drift": p < th.alpha,
+            "drift": p < th.alpha and share - val_share >= th.novelty_min,
         }
     return tests
 
@@ -126,6 +139,7 @@ def window_record(part: pd.DataFrame, ref: Reference, th: MonitorThresholds, dis
         y_true = np.array([ids[t] for t in truth[labelled]])
         found = classification_metrics(y_true, probs[labelled].argmax(1), ref.labels)
         record.update(accuracy=found["accuracy"], macro_f1=found["macro_f1"], n_labelled=int(labelled.sum()))
+        record["estimated_accuracy_labelled"] = float(probs[labelled].max(1).mean())  # the estimate on those rows
     if dist is not None and np.isfinite(dist).any():
         record["novelty_share"] = float(np.mean(dist[np.isfinite(dist)] > ref.novelty_threshold))
     record["tests"] = _drift_tests(part, probs, ref, th, dist) if n >= th.min_rows else {}
@@ -166,10 +180,12 @@ def monitor(data: pd.DataFrame, ref: Reference, window: tuple[str, int | str], t
         "windows": len(windows),
         "drifting_windows": len(flagged),
         "first_drifting_window": flagged[0]["index"] if flagged else None,
-        "rows_before_first_drift": int(sum(w["n"] for w in windows[: flagged[0]["index"] + 1])) if flagged else None,
+        "rows_until_first_drift": int(sum(w["n"] for w in windows[: flagged[0]["index"] + 1])) if flagged else None,
         "min_estimated_accuracy": min((w["estimated_accuracy"] for w in windows), default=None),
         "mean_abs_estimate_error": (
-            float(np.mean([abs(w["estimated_accuracy"] - w["accuracy"]) for w in labelled])) if labelled else None
+            float(np.mean([abs(w["estimated_accuracy_labelled"] - w["accuracy"]) for w in labelled]))
+            if labelled
+            else None
         ),
     }
     return {
@@ -194,8 +210,12 @@ def crossed(report: dict, fail_on: dict) -> list[str]:
             f"{', '.join(first['drifting_tests'])})"
         )
     below = fail_on.get("accuracy_below")
-    if below is not None:
-        low = [w for w in report["windows"] if w["estimated_accuracy"] < below]
+    if below is not None:  # windows too small for tests are too small to fail on
+        low = [
+            w
+            for w in report["windows"]
+            if w["estimated_accuracy"] < below and w["n"] >= report["thresholds"]["min_rows"]
+        ]
         if low:
             worst = min(low, key=lambda w: w["estimated_accuracy"])
             reasons.append(

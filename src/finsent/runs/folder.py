@@ -8,6 +8,9 @@ import hashlib
 import json
 import math
 import os
+import secrets
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -284,11 +287,12 @@ def write_teacher_logits(run_dir: Path, keys: list[str], logits: np.ndarray, wei
 def write_monitor_reference(run_dir: Path, arrays: dict[str, np.ndarray], weights_sha256: str) -> bool:
     """Cache monitor's reference arrays beside the run; False (nothing written) where the folder is read-only."""
     path = Path(run_dir) / MONITOR_REFERENCE
-    tmp = path.parent / f".{path.stem}.tmp.npz"
+    tmp = path.parent / f".{path.stem}.{os.getpid()}.{secrets.token_hex(4)}.tmp.npz"  # two monitors at once
     try:
         np.savez(tmp, weights_sha256=weights_sha256, **arrays)
         os.replace(tmp, path)
     except OSError:
+        tmp.unlink(missing_ok=True)
         return False
     return True
 
@@ -303,7 +307,7 @@ def read_monitor_reference(run_dir: Path, weights_sha256: str) -> dict[str, np.n
             if str(npz["weights_sha256"]) != weights_sha256:
                 return None
             return {k: npz[k] for k in npz.files if k != "weights_sha256"}
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, zlib.error):  # a damaged cache is recomputed
         return None
 
 

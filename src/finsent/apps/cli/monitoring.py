@@ -8,6 +8,7 @@ from pathlib import Path
 
 from finsent.apps.cli.flags import add_command, from_args
 from finsent.apps.configs import MonitorConfig
+from finsent.core.errors import FinsentError
 
 FAIL_EXIT = 3  # --fail_on crossed: for cron and CI, apart from errors (2)
 
@@ -19,13 +20,24 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     from finsent.monitoring.inputs import read_inputs
     from finsent.monitoring.reference import build_reference
     from finsent.monitoring.report import crossed, monitor
+    from finsent.runs.folder import read_model_info
 
     cfg = from_args(MonitorConfig, args)
     window = config.parse_window(cfg.window)
     fail_on = config.parse_fail_on(cfg.fail_on)
     thresholds = config.MonitorThresholds.from_file(cfg.thresholds)
-    ref = build_reference(cfg.model_dir, thresholds, novelty=not cfg.no_novelty)
-    data, counts = read_inputs(cfg.predictions, ref.labels, cfg.text_column, cfg.time_column)
+    info = read_model_info(cfg.model_dir)  # inputs first: a bad path or column fails before the model loads
+    data, counts = read_inputs(cfg.predictions, tuple(info.labels), cfg.text_column, cfg.time_column)
+    for path, seen in counts.items():
+        other = [v for v in seen.get("model_versions", []) if v != info.version]
+        if other:
+            raise FinsentError(
+                f"{path}: predictions of model version {', '.join(other)}, not {info.version} ({cfg.model_dir}); "
+                "monitor each version against its own run folder"
+            )
+    has_text = "text" in data and data["text"].str.strip().astype(bool).any()
+    off = "--no_novelty" if cfg.no_novelty else (None if has_text else "the inputs hold no text (serve --log_text)")
+    ref = build_reference(cfg.model_dir, thresholds, novelty_off=off)
     report = {**monitor(data, ref, window, thresholds), "inputs": counts, "model_dir": str(cfg.model_dir)}
     out = Path(cfg.output)
     json_path = out.with_suffix(".json") if out.suffix.lower() in (".html", ".htm") else out
