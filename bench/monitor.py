@@ -39,6 +39,7 @@ from finsent.training.trainer import train
 
 sys.path.insert(0, str(Path(__file__).parent))
 from domains import cpu_model, load  # noqa: E402
+from serving import ab_level  # noqa: E402
 
 
 def ensure_run(out: Path) -> Path:
@@ -173,41 +174,6 @@ def run_parts(args, run: Path) -> dict:
     return results
 
 
-def ab(url: str, body: Path, seconds: int, clients: int) -> dict:
-    import re
-    import subprocess
-
-    out = subprocess.run(
-        [
-            "ab",
-            "-q",
-            "-k",
-            "-c",
-            str(clients),
-            "-t",
-            str(seconds),
-            "-n",
-            "10000000",
-            "-p",
-            str(body),
-            "-T",
-            "application/json",
-            url,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    grab = lambda pattern: float(re.search(pattern, out).group(1))  # noqa: E731
-    return {
-        "requests_per_s": grab(r"Requests per second:\s+([\d.]+)"),
-        "failed": int(grab(r"Failed requests:\s+(\d+)")),
-        "non_2xx": int(re.search(r"Non-2xx responses:\s+(\d+)", out).group(1)) if "Non-2xx" in out else 0,
-        "p50_ms": grab(r"\s50%\s+(\d+)"),
-        "p99_ms": grab(r"\s99%\s+(\d+)"),
-    }
-
-
 def server_part(run: Path, work: Path, seconds: int, clients: int, rounds: int) -> dict:
     """ab against serve without and with --log_predictions (alternating), then /metrics scrape times."""
     import httpx
@@ -215,8 +181,7 @@ def server_part(run: Path, work: Path, seconds: int, clients: int, rounds: int) 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from servers import start_server, stop_server
 
-    body = work / "one_sentence.json"
-    body.write_text(json.dumps({"texts": ["Operating profit rose to EUR 13.1 mn from EUR 8.7 mn."]}))
+    sentence = "Operating profit rose to EUR 13.1 mn from EUR 8.7 mn."
     rows = []
     for r in range(rounds):
         for mode in ("off", "on") if r % 2 == 0 else ("on", "off"):  # alternating, so that drift favours neither
@@ -224,9 +189,10 @@ def server_part(run: Path, work: Path, seconds: int, clients: int, rounds: int) 
             log = work / f"serve-{mode}-{r}.log"
             proc, base = start_server(run, log, *extra)
             try:
-                ab(f"{base}/predict", body, 3, clients)  # warm-up
+                ab_level(base, sentence, clients, 3, keep_alive=True)  # warm-up
                 before = load()
-                found = ab(f"{base}/predict", body, seconds, clients)
+                level = ab_level(base, sentence, clients, seconds, keep_alive=True)
+                found = {k: level[k] for k in ("requests_per_s", "errors", "p50_ms", "p99_ms")}
                 rows.append({"log_predictions": mode, "round": r, **found, "load_before": before, "load_after": load()})
                 print(f"serve --log_predictions {mode} round {r}: {found}; load {before} -> {load()}", flush=True)
                 if mode == "on" and r == 0:
@@ -283,15 +249,15 @@ def to_markdown(results: dict, cpu: str) -> str:
         sv = results["server"]
         lines += [
             "",
-            f"Server, one sentence a request, ab -c {results['clients']} for {results['seconds']} s a row:",
+            f"Server, one sentence a request, ab -k -c {results['clients']} for {results['seconds']} s a row:",
             "",
-            "| --log_predictions | round | requests/s | failed | non-2xx | p50 ms | p99 ms | load before / after |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+            "| --log_predictions | round | requests/s | errors | p50 ms | p99 ms | load before / after |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
         ]
         for r in sv["rows"]:
             lines.append(
-                f"| {r['log_predictions']} | {r['round']} | {r['requests_per_s']:.0f} | {r['failed']} | "
-                f"{r['non_2xx']} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {r['load_before'][0]:.2f} / "
+                f"| {r['log_predictions']} | {r['round']} | {r['requests_per_s']:.0f} | {r['errors']} | "
+                f"{r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {r['load_before'][0]:.2f} / "
                 f"{r['load_after'][0]:.2f} |"
             )
         lines += [

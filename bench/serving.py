@@ -289,8 +289,9 @@ async def latency_level(url: str, texts: list[str], clients: int, requests: int)
     }
 
 
-def ab_level(url: str, text: str, clients: int, seconds: int) -> dict:
-    """ab (apache2-utils, a C load generator): single-sentence POST /predict from `clients` connections for `seconds`."""
+def ab_level(url: str, text: str, clients: int, seconds: int, keep_alive: bool = False) -> dict:
+    """ab (apache2-utils, a C load generator): single-sentence POST /predict from `clients` connections for `seconds`
+    (with keep_alive, each connection is reused: HTTP keep-alive, ab -k)."""
     import re
     import shutil
 
@@ -303,6 +304,7 @@ def ab_level(url: str, text: str, clients: int, seconds: int) -> dict:
         [
             "ab",
             "-q",
+            *(["-k"] if keep_alive else []),
             "-c",
             str(clients),
             "-t",
