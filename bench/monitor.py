@@ -174,6 +174,23 @@ def run_parts(args, run: Path) -> dict:
     return results
 
 
+def tweets_part(run: Path, size: int) -> dict:
+    """Part (b) alone for another run (e.g. the AllAgree default): its estimate against the truth on the tweets."""
+    th = MonitorThresholds()
+    ref = build_reference(run, th)
+    tweets = split_data(load_data(["twitter-financial-news"]), 0).test
+    frame = scored(build_predictor(run, PredictorOptions(backend="torch")), tweets.texts, np.asarray(tweets.labels))
+    report = monitor(frame, ref, ("rows", size), th)
+    rows = window_rows(report["windows"], "b_tweets")
+    return {
+        "run": str(run),
+        "test_accuracy": ref.results.get("accuracy"),
+        "temperature": ref.temperature,
+        "summary": summarise(rows),
+        "windows": rows,
+    }
+
+
 def server_part(run: Path, work: Path, seconds: int, clients: int, rounds: int) -> dict:
     """ab against serve without and with --log_predictions (alternating), then /metrics scrape times."""
     import httpx
@@ -245,6 +262,16 @@ def to_markdown(results: dict, cpu: str) -> str:
             f"| {w['tweet_share']:.0%} | {w['accuracy']:.4f} | {w['cbpe']:.4f} | {w['atc']:.4f} | "
             f"{'yes' if w['drift'] else 'no'} | {', '.join(w['tests'])} |"
         )
+    for other in results.get("tweets_runs", []):
+        t = other["summary"]
+        lines += [
+            "",
+            f"Tweets (windows of {results['size']}) for `{other['run']}` (test accuracy {other['test_accuracy']:.4f}, "
+            f"temperature {other['temperature']:.3f}): true accuracy {t['mean_accuracy']:.4f}, CBPE mean / max abs "
+            f"error {t['cbpe_mean_abs_error']:.4f} / {t['cbpe_max_abs_error']:.4f} (bias {t['cbpe_bias']:+.4f}), ATC "
+            f"{t['atc_mean_abs_error']:.4f} / {t['atc_max_abs_error']:.4f} (bias {t['atc_bias']:+.4f}); "
+            f"{t['drifting']} of {t['windows']} windows drifting.",
+        ]
     if "server" in results:
         sv = results["server"]
         lines += [
@@ -275,6 +302,7 @@ def main(argv=None) -> int:
     parser.add_argument("--size", type=int, default=500)
     parser.add_argument("--bootstrap", type=int, default=200)
     parser.add_argument("--server", action="store_true")
+    parser.add_argument("--tweets_run", type=Path, help="another run: only its tweets part, added to the saved results")
     parser.add_argument("--server_only", action="store_true", help="keep the saved parts, measure the server again")
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--clients", type=int, default=16)
@@ -285,6 +313,14 @@ def main(argv=None) -> int:
     args.work_dir.mkdir(parents=True, exist_ok=True)
     run = ensure_run(args.work_dir / "pb-run")
     saved = args.out.with_suffix(".json")
+    if args.tweets_run:  # part (b) for another run, added to the saved results
+        results = json.loads(saved.read_text())
+        runs = [r for r in results.get("tweets_runs", []) if r["run"] != str(args.tweets_run)]
+        results["tweets_runs"] = runs + [tweets_part(args.tweets_run, args.size)]
+        write_json(saved, results)
+        write_text(args.out.with_suffix(".md"), to_markdown(results, cpu))
+        print(to_markdown(results, cpu))
+        return 0
     if args.server_only and saved.is_file():  # the estimate and drift parts as saved; only the server rows again
         results = json.loads(saved.read_text())
     else:

@@ -125,19 +125,25 @@ def nearest_distance(embeddings: np.ndarray, reference: np.ndarray, block: int =
 
 
 def _split_texts(run_dir: Path, results: dict) -> tuple[list[str], list[str]]:
-    """The run's training and validation sentences, read again from its recorded data and matched by hash."""
+    """The run's training and validation sentences, read again from its recorded data and matched by hash.
+
+    The data's resolved path (results.json `data.path`, absolute) first, then the path as given to train (which may be
+    relative to where training ran)."""
     from finsent.data.corpus import load_data
 
     record = read_sentences(run_dir)
-    config = results.get("config") or {}
-    if record is None or not config.get("data_path"):
+    config, data_record = results.get("config") or {}, results.get("data") or {}
+    candidates = [p for p in (data_record.get("path"), config.get("data_path")) if p]
+    if record is None or not candidates:
         raise FinsentError("the run records no split (sentences.json) or data path")
-    data = load_data(
-        config["data_path"],
-        config.get("agreement", "all"),
-        config.get("text_column", "text"),
-        config.get("label_column", "label"),
-    )
+    columns = (config.get("text_column", "text"), config.get("label_column", "label"))
+    for i, path in enumerate(candidates):
+        try:
+            data = load_data(path, config.get("agreement", "all"), *columns)
+            break
+        except FinsentError:
+            if i == len(candidates) - 1:
+                raise
     by_hash = {sentence_hash(t): t for t in data.texts}
     train = [by_hash[h] for h in record.get("train", []) if h in by_hash]
     val = [by_hash[h] for h in record.get("val", []) if h in by_hash]

@@ -14,6 +14,8 @@ FAIL_EXIT = 3  # --fail_on crossed: for cron and CI, apart from errors (2)
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:
+    from transformers.utils import logging as hf_logging
+
     from finsent.apps.dashboard.production import monitor_page
     from finsent.core.serialization import write_json, write_text
     from finsent.monitoring import config
@@ -22,6 +24,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     from finsent.monitoring.report import crossed, monitor
     from finsent.runs.folder import read_model_info
 
+    hf_logging.disable_progress_bar()
     cfg = from_args(MonitorConfig, args)
     window = config.parse_window(cfg.window)
     fail_on = config.parse_fail_on(cfg.fail_on)
