@@ -12,6 +12,7 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 
+from finsent.core.errors import FinsentError
 from finsent.core.metrics import classification_metrics, margins
 from finsent.monitoring import stats
 from finsent.monitoring.config import MonitorThresholds
@@ -25,8 +26,6 @@ def cut_windows(data: pd.DataFrame, kind: str, size: int | str) -> list[tuple[ob
     has_time = "time" in data.columns and data["time"].notna().all()
     if kind == "time":
         if not has_time:
-            from finsent.core.errors import FinsentError
-
             raise FinsentError(
                 "--window with a time span needs a time for every row (serve's logs have one; for other tables name "
                 "a column with --time_column), or give a number of rows, e.g. --window 500"

@@ -34,7 +34,7 @@ def expected_performance(probs: np.ndarray) -> tuple[float, float]:
     k = probs.shape[1]
     tp = np.array([probs[pred == c, c].sum() for c in range(k)])
     fp = np.array([(pred == c).sum() for c in range(k)]) - tp
-    fn = probs[:, :].sum(axis=0) - tp
+    fn = probs.sum(axis=0) - tp
     return float(probs.max(axis=1).mean()), _macro_f1_from_counts(tp, fp, fn)
 
 
