@@ -12,9 +12,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("FINSENT_CHROMIUM", "/usr/bin/chromium")
 DATA_ZIP = Path(os.environ.get("FINSENT_DATA", ROOT.parent / "shared" / "data" / "FinancialPhraseBank-v1.0.zip"))
+SENTFIN = DATA_ZIP.parent / "sentfin"
+FINENTITY = DATA_ZIP.parent / "finentity"
 
 
-TRAINED_FIXTURES = {"lora_run", "full_run", "onnx_run"}
+TRAINED_FIXTURES = {"lora_run", "full_run", "onnx_run", "entity_run"}
 
 
 def pytest_collection_modifyitems(items):
@@ -98,6 +100,21 @@ def onnx_run(lora_run, tmp_path_factory) -> Path:
     shutil.copytree(lora_run, run)
     assert main(["export-onnx", "--model_dir", str(run)]) == 0
     return run
+
+
+@pytest.fixture(scope="session")
+def entity_run(runs_root) -> Path:
+    """A real, short entity-level run (--task entity) on SEntFiN and FinEntity: 400 train pairs, 1 epoch, LoRA."""
+    from finsent.apps.cli import main
+
+    for folder in (SENTFIN, FINENTITY):
+        if not folder.is_dir():
+            pytest.fail(f"{folder} not found: the shared data folder beside the checkout has the entity corpora")
+    out = runs_root / "entity"
+    argv = ["train", "--task", "entity", "--data_path", str(SENTFIN), str(FINENTITY), "--output_dir", str(out)]
+    argv += ["--use_lora", "--num_epochs", "1", "--max_train_samples", "400", "--max_eval_samples", "300"]
+    assert main([*argv, "--max_length", "64", "--version", "e1"]) == 0
+    return out
 
 
 @pytest.fixture(scope="module")

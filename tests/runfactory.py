@@ -30,17 +30,20 @@ def write_fake_run(
     accuracy: float = 0.85,
     use_lora: bool = True,
     sources: tuple[str, ...] | None = None,
+    entities: list[str] | None = None,
 ) -> Path:
     """A run folder with results.json, evaluation_log.csv and val_logits.npz like `finsent train` writes.
 
     sources: name the rows' sources in turn (row i: sources[i % len(sources)]) and write each source's n_train,
-    n_val and n_test into per_source, as training on several corpora does; None: one unnamed source ("data")."""
+    n_val and n_test into per_source, as training on several corpora does; None: one unnamed source ("data").
+    entities: an entity-level run: row i is the pair (texts[i], entities[i]) (repeat a text for each of its entities);
+    results.json gets task, mixed_accuracy and n_mixed, the log its entity column."""
     path = Path(path)
     logits, y = synthetic_logits(n, seed, accuracy)
     texts = texts or [f"Company {i} reported quarterly figures ({i % 7})." for i in range(n)]
     n_train = 500
     row_sources = [sources[i % len(sources)] for i in range(n)] if sources else None
-    summary, rows = evaluate_logits(logits, y, texts, version, sources=row_sources)
+    summary, rows = evaluate_logits(logits, y, texts, version, sources=row_sources, entities=entities)
     if sources:
         for k, name in enumerate(sources):
             summary["per_source"][name].update(
@@ -66,6 +69,7 @@ def write_fake_run(
         "data": {"agreement": "all", "seed": seed},
         "config": {"seed": seed},
         "labels": list(LABELS),
+        **({"task": "entity"} if entities is not None else {}),
     }
     write_report(path, results, rows)
     return path

@@ -197,7 +197,10 @@ def test_source_metrics_from_results_or_the_log(tmp_path):
     (run,) = load_runs([tmp_path / "a"])
     found = source_metrics(run)
     assert found == {
-        s: {k: stored[s][k] for k in ("accuracy", "macro_f1", "ece", "n_train", "n_val", "n_test")} for s in sources
+        s: {
+            k: stored[s].get(k) for k in ("accuracy", "macro_f1", "ece", "n_train", "n_val", "n_test", "mixed_accuracy")
+        }
+        for s in sources
     }
     del run.results["per_source"]  # a run without per_source: computed from the log
     computed = source_metrics(run)

@@ -42,6 +42,7 @@ class EvaluateConfig:
     )
     text_column: str = field(default=_TRAIN.text_column, metadata=_help("text column of a table"))
     label_column: str = field(default=_TRAIN.label_column, metadata=_help("label column of a table"))
+    entity_column: str = field(default=_TRAIN.entity_column, metadata=_help("entity column of a table (entity runs)"))
     low_confidence: float = field(default=_TRAIN.low_confidence, metadata=_help("'Low Confidence' below this"))
     high_confidence: float = field(default=_TRAIN.high_confidence, metadata=_help("'High-Confidence Error' from this"))
 
@@ -199,6 +200,13 @@ class AnalyzeConfig:
         default=None, metadata=_help("answer --ask from a corpus index made by finsent index", metavar="DIR")
     )
     raw_csv: bool = field(default=False, metadata=_help("write text cells of a CSV report as they are"))
+    entities: str | None = field(
+        default=None,
+        metadata=_help(
+            "entity runs: a watchlist (name, optional aliases separated by |, ticker) of the entities to score",
+            metavar="WATCHLIST",
+        ),
+    )
 
 
 @dataclass

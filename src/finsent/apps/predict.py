@@ -23,11 +23,13 @@ OUTPUT_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 
 @dataclass
 class Row:
-    """One input record: its fields in input order, the text to score (None if empty) and where it came from."""
+    """One input record: its fields in input order, the text to score (None if empty) and where it came from;
+    no_entity: an entity run's row kept unscored because it names no entity (apps.entity_predict)."""
 
     fields: dict
     text: str | None
     where: str
+    no_entity: bool = False
 
 
 @dataclass
@@ -49,6 +51,7 @@ class Summary:
     empty: int = 0
     truncated: int = 0
     empty_where: list[str] = field(default_factory=list)
+    no_entity: int = 0  # an entity run's rows that name no entity (kept with empty predictions)
 
 
 def output_format(path: Path) -> str:
@@ -171,7 +174,9 @@ def predict_rows(
         for row in chunk:
             pred = next(it) if row.text is not None else None
             out.append({**row.fields, **_flatten(pred, mapping, predictor.labels, fmt, extra)})
-            if pred is None:
+            if pred is None and row.no_entity:
+                summary.no_entity += 1
+            elif pred is None:
                 summary.empty += 1
                 if len(summary.empty_where) < 3:
                     summary.empty_where.append(row.where)

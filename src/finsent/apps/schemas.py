@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator, model_validator
 
 from finsent.core.text import is_valid_unicode
 from finsent.documents.analysis import MAX_DOCUMENT_CHARS, MAX_QUESTION_CHARS, MAX_QUESTIONS, MAX_TOP_K
@@ -109,3 +109,77 @@ class PredictResponse(BaseModel):
     model_version: str
     backend: str
     predictions: list[Prediction]
+
+
+MAX_ENTITIES = 50  # per item
+MAX_ENTITY_CHARS = 200
+
+
+class EntityItem(BaseModel):
+    """One text and the entities to score in it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: Annotated[StrictStr, Field(min_length=1, max_length=MAX_TEXT_CHARS)]
+    entities: Annotated[
+        list[StrictStr],
+        Field(min_length=1, max_length=MAX_ENTITIES, description="the entities (companies, people, ...) to score"),
+    ]
+
+    @field_validator("text")
+    @classmethod
+    def _text(cls, text: str) -> str:
+        if not text.strip():
+            raise ValueError("text is empty; every item needs a text with at least one non-space character")
+        if not is_valid_unicode(text):
+            raise ValueError("text is not valid Unicode (a lone surrogate escape)")
+        return text
+
+    @field_validator("entities")
+    @classmethod
+    def _entities(cls, entities: list[str]) -> list[str]:
+        for i, entity in enumerate(entities):
+            if not entity.strip():
+                raise ValueError(f"entities[{i}] is empty; name each entity")
+            if not is_valid_unicode(entity) or len(entity) > MAX_ENTITY_CHARS:
+                raise ValueError(f"entities[{i}] is not valid Unicode or longer than {MAX_ENTITY_CHARS} characters")
+        return entities
+
+
+class EntityRequest(BaseModel):
+    """An entity-level run's batch: texts with the entities to score in each, one prediction per (text, entity)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"items": [{"text": "Tesla shares jump as Ford cuts guidance", "entities": ["Tesla", "Ford"]}]}
+            ]
+        },
+    )
+
+    items: Annotated[
+        list[EntityItem],
+        Field(min_length=1, max_length=MAX_TEXTS, description=f"at most {MAX_TEXTS} (text, entity) pairs in all"),
+    ]
+
+    @model_validator(mode="after")
+    def _pairs(self) -> EntityRequest:
+        n = sum(len(set(item.entities)) for item in self.items)
+        if n > MAX_TEXTS:
+            raise ValueError(f"{n} (text, entity) pairs; at most {MAX_TEXTS} are accepted per request")
+        return self
+
+
+class EntityPrediction(Prediction):
+    item: int = Field(description="the index of the item in the request")
+    entity: str
+    mention: str | None = Field(default=None, description="the entity as written in the text; absent if not found")
+    start: int | None = Field(default=None, description="character offset of the first mention")
+    end: int | None = None
+
+
+class EntityResponse(BaseModel):
+    model_version: str
+    backend: str
+    predictions: list[EntityPrediction]

@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+from finsent.apps.entity_shards import pairing_for, required_columns, score_chunk
 from finsent.apps.score_ray import _score_ray
 from finsent.apps.shards import (
     SUMMARY,
@@ -29,7 +30,6 @@ from finsent.apps.shards import (
     completed,
     discover_shards,
     model_identity,
-    score_table,
 )
 from finsent.core.remote import (
     filesystem,
@@ -61,7 +61,9 @@ class _Progress:
         self.bar.close()
 
 
-def _score_local(cfg: ScoreConfig, model_dir: Path, pending: list[Shard], open_output, progress) -> Iterator:
+def _score_local(
+    cfg: ScoreConfig, model_dir: Path, pending: list[Shard], open_output, progress, pairing=None
+) -> Iterator:
     from finsent.inference.factory import PredictorOptions, build_predictor
 
     predictor = build_predictor(
@@ -73,8 +75,8 @@ def _score_local(cfg: ScoreConfig, model_dir: Path, pending: list[Shard], open_o
     for shard in pending:
         out = open_output(shard, predictor.labels)
         try:
-            for chunk in _read_shard(shard.url, cfg.text_column, cfg.chunk_size):
-                out.write(score_table(predictor, chunk, cfg.text_column))
+            for chunk in _read_shard(shard.url, cfg.text_column, cfg.chunk_size, required_columns(cfg)):
+                out.write(score_chunk(predictor, chunk, cfg.text_column, pairing))
                 progress.rows(chunk.num_rows)
             yield out.publish()
         except BaseException:
@@ -90,10 +92,13 @@ def score(cfg: ScoreConfig) -> dict:
     out_root = out_root.rstrip("/")
     with storage_errors(f"--model_dir {cfg.model_dir}"):
         model_dir = local_model_dir(cfg.model_dir)
+    pairing = pairing_for(cfg, model_dir)  # None for a sentence run; one line when the run and the flags disagree
     cfg = dataclasses.replace(
         cfg, backend=resolve_backend(model_dir, cfg.backend)[0]
     )  # auto: one choice for all shards
     meta = {"format": 1, "text_column": cfg.text_column, "model": model_identity(model_dir, cfg.backend)}
+    if pairing is not None:
+        meta["entities"] = pairing.identity()
     with storage_errors(f"--output {cfg.output}"):
         _remove_stale_temps(out_fs, out_root)
         out_fs.invalidate_cache()
@@ -113,13 +118,19 @@ def score(cfg: ScoreConfig) -> dict:
     engine = _score_ray if cfg.engine == "ray" else _score_local
     try:
         if pending:
-            for shard, result in zip(pending, engine(cfg, model_dir, pending, open_output, progress)):
+            for shard, result in zip(pending, engine(cfg, model_dir, pending, open_output, progress, pairing)):
                 results[shard.name] = result
                 progress.shard_done()
     finally:
         progress.close()
     elapsed = time.perf_counter() - start
     summary = _summary(cfg, shards, results, meta["model"], elapsed)
+    if pairing is not None:
+        summary.update(task="entity", entity_column=cfg.entity_column, entities=cfg.entities)
+    if cfg.date_column:
+        summary["entity_daily"] = _entity_daily(
+            cfg, out_fs, out_root, [results[s.name].output for s in shards], model_dir
+        )
     with storage_errors(f"--output {cfg.output}"):
         write_bytes(out_fs, f"{out_root}/{SUMMARY}", (json.dumps(summary, indent=2) + "\n").encode("utf-8"))
     return summary
@@ -160,3 +171,13 @@ def _summary(cfg: ScoreConfig, shards: list[Shard], results: dict[str, ShardResu
         ],
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+
+
+def _entity_daily(cfg: ScoreConfig, fs, out_root: str, outputs: list[str], model_dir: Path) -> dict:
+    """The daily per-entity table and its HTML report beside the Parquet output (every shard's, done now or earlier)."""
+    from finsent.apps.entity_daily import entity_daily
+    from finsent.runs.folder import read_model_info
+
+    info = read_model_info(model_dir)
+    title = f"finsent score: daily entity sentiment ({info.version}, {cfg.input})"
+    return entity_daily(fs, out_root, outputs, cfg.date_column, info.labels, title)

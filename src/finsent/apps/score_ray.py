@@ -6,7 +6,8 @@ import io
 from collections.abc import Iterator
 from pathlib import Path
 
-from finsent.apps.shards import ScoreConfig, Shard, _read_shard, score_table
+from finsent.apps.entity_shards import required_columns, score_chunk
+from finsent.apps.shards import ScoreConfig, Shard, _read_shard
 from finsent.core.errors import FinsentError
 from finsent.core.remote import (
     SCALE_EXTRA,
@@ -31,10 +32,10 @@ def _from_ipc(data: bytes):
     return pa.ipc.open_stream(data).read_all()
 
 
-def _read_chunks(batch: dict, text_column: str, chunk_size: int) -> Iterator[dict]:
+def _read_chunks(batch: dict, text_column: str, chunk_size: int, extra: tuple = ()) -> Iterator[dict]:
     """Ray stage 1: one row per chunk of each shard (shard index, chunk index, last flag, the chunk as Arrow IPC)."""
     for index, url in zip(batch["shard"], batch["url"]):
-        chunks = _read_shard(str(url), text_column, chunk_size)
+        chunks = _read_shard(str(url), text_column, chunk_size, extra)
         chunk, number = next(chunks), 0
         for following in chunks:
             yield {"shard": [int(index)], "chunk": [number], "last": [False], "table": [_ipc(chunk)]}
@@ -46,7 +47,14 @@ class _RayScorer:
     """Ray stage 2: one Predictor per actor; scores each chunk whole, as the local engine does."""
 
     def __init__(
-        self, model_url: str, backend: str, batch_size: int, threads: int, text_column: str, onnx_runtime: str
+        self,
+        model_url: str,
+        backend: str,
+        batch_size: int,
+        threads: int,
+        text_column: str,
+        onnx_runtime: str,
+        pairing=None,
     ):
         from transformers.utils import logging as hf_logging
 
@@ -58,11 +66,13 @@ class _RayScorer:
             local_model_dir(model_url),
             PredictorOptions(backend=backend, onnx_runtime=onnx_runtime, batch_size=batch_size, threads=threads),
         )
-        self.text_column = text_column
+        self.text_column, self.pairing = text_column, pairing
 
     def __call__(self, batch: dict) -> dict:
         batch = dict(batch)
-        batch["table"] = [_ipc(score_table(self.predictor, _from_ipc(t), self.text_column)) for t in batch["table"]]
+        batch["table"] = [
+            _ipc(score_chunk(self.predictor, _from_ipc(t), self.text_column, self.pairing)) for t in batch["table"]
+        ]
         return batch
 
 
@@ -90,25 +100,35 @@ def _finsent_error(e: BaseException) -> FinsentError | None:
     return None
 
 
-def _score_ray(cfg: ScoreConfig, model_dir: Path, pending: list[Shard], open_output, progress) -> Iterator:
+def _start_ray(ray, cfg: ScoreConfig, threads: int) -> bool:
+    """Join --ray_address or start a local Ray, unless one runs in this process already; whether it was started."""
+    import logging
+
+    if ray.is_initialized():
+        return False
+    common = {"include_dashboard": False, "logging_level": logging.ERROR, "log_to_driver": not cfg.quiet}
+    try:
+        if cfg.ray_address:
+            ray.init(address=cfg.ray_address, **common)
+        else:
+            ray.init(num_cpus=cfg.num_workers * threads, **common)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        raise FinsentError(
+            f"--ray_address {cfg.ray_address}: cannot connect to Ray ({str(e).splitlines()[0]})"
+        ) from None
+    return True
+
+
+def _score_ray(
+    cfg: ScoreConfig, model_dir: Path, pending: list[Shard], open_output, progress, pairing=None
+) -> Iterator:
     import logging
 
     from finsent.runs.folder import read_model_info
 
     ray = _import_ray()
     threads = cfg.threads or 1
-    started = not ray.is_initialized()
-    if started:
-        common = {"include_dashboard": False, "logging_level": logging.ERROR, "log_to_driver": not cfg.quiet}
-        try:
-            if cfg.ray_address:
-                ray.init(address=cfg.ray_address, **common)
-            else:
-                ray.init(num_cpus=cfg.num_workers * threads, **common)
-        except (ConnectionError, RuntimeError, ValueError) as e:
-            raise FinsentError(
-                f"--ray_address {cfg.ray_address}: cannot connect to Ray ({str(e).splitlines()[0]})"
-            ) from None
+    started = _start_ray(ray, cfg, threads)
     try:
         ctx = ray.data.DataContext.get_current()
         ctx.execution_options.preserve_order = True
@@ -123,7 +143,7 @@ def _score_ray(cfg: ScoreConfig, model_dir: Path, pending: list[Shard], open_out
             batch_size=1,
             num_cpus=0,
             concurrency=max(1, cfg.num_workers // WORKERS_PER_READER),
-            fn_kwargs={"text_column": cfg.text_column, "chunk_size": cfg.chunk_size},
+            fn_kwargs={"text_column": cfg.text_column, "chunk_size": cfg.chunk_size, "extra": required_columns(cfg)},
         )
         model_url = cfg.model_dir if "://" in cfg.model_dir else str(model_dir.resolve())
         ds = ds.map_batches(
@@ -138,6 +158,7 @@ def _score_ray(cfg: ScoreConfig, model_dir: Path, pending: list[Shard], open_out
                 "threads": threads,
                 "text_column": cfg.text_column,
                 "onnx_runtime": cfg.onnx_runtime,
+                "pairing": pairing,
             },
         )
         labels = read_model_info(model_dir).labels

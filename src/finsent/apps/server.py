@@ -9,30 +9,37 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import csv
 import hmac
-import io
 import ipaddress
-import json
 import time
 from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from finsent.apps import entity_api
+from finsent.apps.bodies import (
+    CSV_TYPES,
+    JSON_TYPES,
+    media_type,
+    parse_csv,
+    parse_json,
+    predictions_csv,
+    unsupported_media_type,
+    validate_request,
+    validation_message,
+)
 from finsent.apps.metrics import RequestMetrics, ServerMetrics
-from finsent.apps.schemas import MAX_TEXT_CHARS, MAX_TEXTS, AnalyzeRequest, PredictRequest, PredictResponse
+from finsent.apps.schemas import MAX_TEXT_CHARS, MAX_TEXTS, AnalyzeRequest
 from finsent.core.errors import FinsentError
 from finsent.documents.analysis import analyze_text
 
@@ -43,9 +50,6 @@ API_KEY_ENV = "FINSENT_API_KEY"
 OPEN_PATHS = frozenset({"/health", "/ping"})
 SAGEMAKER_MODEL_DIR = "/opt/ml/model"
 SAGEMAKER_PORT = 8080
-BODY_ERRORS = ("utf8_invalid", "json_invalid", "json_too_deep")
-JSON_TYPES = ("application/json",)
-CSV_TYPES = ("text/csv",)
 
 
 class MicroBatcher:
@@ -127,83 +131,6 @@ class MicroBatcher:
                 if not fut.done():
                     fut.set_result(results[start : start + len(ts)])
                 start += len(ts)
-
-
-def _validation_message(errors: list[dict]) -> str:
-    parts = []
-    for err in errors[:5]:
-        if err.get("type") in BODY_ERRORS:
-            parts.append(err["msg"])
-            continue
-        loc = ".".join(str(x) for x in err.get("loc", ()) if x != "body") or "body"
-        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
-        parts.append(f"{loc}: {msg}")
-    return "; ".join(parts)
-
-
-def _body_error(kind: str, message: str) -> RequestValidationError:
-    return RequestValidationError([{"type": kind, "loc": ("body",), "msg": message}])
-
-
-def decode_utf8(body: bytes) -> str:
-    """The body as text (a leading byte-order mark dropped); bytes that are not UTF-8 are a 422 naming the first bad one."""
-    try:
-        return body.decode("utf-8").removeprefix("\ufeff")
-    except UnicodeDecodeError as e:
-        raise _body_error(
-            "utf8_invalid",
-            f"the body is not valid UTF-8 (byte 0x{body[e.start]:02x} at position {e.start}); send UTF-8 encoded text",
-        ) from None
-
-
-def parse_json(body: bytes) -> Any:
-    """Decode a JSON body; invalid UTF-8, malformed or over-deep JSON are 422s with a readable message."""
-    try:
-        return json.loads(decode_utf8(body))
-    except json.JSONDecodeError as e:
-        raise _body_error(
-            "json_invalid",
-            f'the body is not valid JSON ({e.msg} at line {e.lineno} column {e.colno}); send {{"texts": ["..."]}} with Content-Type: application/json',
-        ) from None
-    except RecursionError:
-        raise _body_error(
-            "json_too_deep",
-            'the body\'s JSON is nested too deeply to read; send {"texts": ["..."]}, a flat list of strings',
-        ) from None
-
-
-def parse_csv(body: bytes) -> list[str]:
-    """One text per line of a text/csv body; a quoted field may hold commas or line breaks, an unquoted line is taken whole."""
-    return [",".join(row) for row in csv.reader(io.StringIO(decode_utf8(body), newline=""))]
-
-
-def validate_request(data: Any, model: type[BaseModel] = PredictRequest) -> BaseModel:
-    """Validate parsed input as a request model; errors become the same 422 as any other bad field."""
-    try:
-        return model.model_validate(data)
-    except ValidationError as e:
-        raise RequestValidationError(
-            [{**err, "loc": ("body", *err["loc"])} for err in e.errors(include_url=False)]
-        ) from None
-
-
-def media_type(request: Request) -> str:
-    return request.headers.get("content-type", "").split(";")[0].strip().lower()
-
-
-def unsupported_media_type(got: str, accepted: tuple[str, ...]) -> HTTPException:
-    return HTTPException(
-        415, f"Content-Type {got or '(none)'} is not supported here; send {' or '.join(accepted)} (UTF-8)"
-    )
-
-
-def predictions_csv(predictions: list[dict], labels: list[str]) -> str:
-    """label, confidence, then one probability per label (prob_<label> in label order), one row per text, no header."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    for p in predictions:
-        writer.writerow([p["label"], p["confidence"], *(p["probabilities"][label] for label in labels)])
-    return out.getvalue()
 
 
 class BearerAuth:
@@ -321,7 +248,7 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [{k: v for k, v in e.items() if k not in ("input", "url", "ctx")} for e in exc.errors()]
         return JSONResponse(
-            status_code=422, content={"message": _validation_message(errors), "detail": jsonable_encoder(errors)}
+            status_code=422, content={"message": validation_message(errors), "detail": jsonable_encoder(errors)}
         )
 
     @app.exception_handler(HTTPException)
@@ -340,25 +267,32 @@ def _add_predict_routes(app: FastAPI, predictor, batcher: MicroBatcher, metrics:
     async def score(request: Request, csv_body: bool = False) -> dict:
         started, route = time.perf_counter(), request.scope["path"]
         body = await request.body()
-        texts = validate_request({"texts": parse_csv(body)} if csv_body else parse_json(body)).texts
+        if csv_body:
+            entity_api.refuse_csv(predictor)
+            texts, pairs = validate_request({"texts": parse_csv(body)}).texts, None
+        else:
+            texts, pairs = entity_api.read_json(predictor, parse_json(body))  # an entity run: one text per pair
         predictions = await batcher.submit(texts)
         metrics.observe(route, predictions)
         if log is not None:
             log.record(texts, predictions, (time.perf_counter() - started) * 1000, route)
+        if pairs is not None:
+            predictions = entity_api.pair_predictions(pairs, predictions)
         return {"model_version": predictor.info.version, "backend": predictor.backend_name, "predictions": predictions}
 
+    answer = entity_api.response_model(predictor)
     json_body = {
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": PredictRequest.model_json_schema()}},
+            "content": {"application/json": {"schema": entity_api.request_model(predictor).model_json_schema()}},
         }
     }
 
     @app.post(
         "/predict",
-        response_model=PredictResponse,
+        response_model=answer,
         response_model_exclude_none=True,
-        summary="Score 1 to 1,000 sentences",
+        summary="Score 1 to 1,000 sentences (an entity run: (text, entity) pairs given as items)",
         openapi_extra=json_body,
     )
     async def predict(request: Request) -> dict:
@@ -382,8 +316,9 @@ def _add_predict_routes(app: FastAPI, predictor, batcher: MicroBatcher, metrics:
             raise unsupported_media_type(kind, JSON_TYPES + CSV_TYPES)
         result = await score(request, csv_body=kind in CSV_TYPES)
         if "text/csv" in request.headers.get("accept", ""):
-            return Response(predictions_csv(result["predictions"], list(predictor.labels)), media_type="text/csv")
-        return JSONResponse(jsonable_encoder(PredictResponse(**result), exclude_none=True))
+            to_csv = entity_api.pairs_csv if entity_api.task(predictor) == "entity" else predictions_csv
+            return Response(to_csv(result["predictions"], list(predictor.labels)), media_type="text/csv")
+        return JSONResponse(jsonable_encoder(answer(**result), exclude_none=True))
 
 
 def _add_analyze_route(app: FastAPI, predictor) -> None:
@@ -402,6 +337,7 @@ def _add_analyze_route(app: FastAPI, predictor) -> None:
     async def analyze(request: Request):
         if media_type(request) not in JSON_TYPES:
             raise unsupported_media_type(media_type(request), JSON_TYPES)
+        entity_api.sentence_only(predictor, "/analyze")
         body = validate_request(parse_json(await request.body()), AnalyzeRequest)
         try:
             return await run_in_threadpool(analyze_text, predictor, body.text, body.questions, body.top_k)
@@ -428,7 +364,7 @@ def _add_info_routes(app: FastAPI, predictor, batcher: MicroBatcher) -> None:
             "requests_served": batcher.requests,
             "forward_batches": batcher.batches,
         }
-        return jsonable_encoder({**predictor.metadata(), "serving": serving})
+        return jsonable_encoder({**predictor.metadata(), "task": entity_api.task(predictor), "serving": serving})
 
 
 def read_api_key(api_key_file: str | None, env: Mapping[str, str]) -> str | None:

@@ -62,6 +62,25 @@ class ScoreConfig:
     threads: int | None = field(
         default=None, metadata={"help": "CPU threads per model (default: all cores locally, 1 per Ray actor)"}
     )
+    entity_column: str | None = field(
+        default=None,
+        metadata={"help": "an entity run: the column naming each row's entity (several separated by |, or a list)"},
+    )
+    entities: str | None = field(
+        default=None,
+        metadata={
+            "help": "an entity run: a watchlist (name, optional aliases separated by |, ticker); one output row per "
+            "entity found in each text",
+            "metavar": "WATCHLIST",
+        },
+    )
+    date_column: str | None = field(
+        default=None,
+        metadata={
+            "help": "with an entity run: the column holding each row's date; writes the daily per-entity table "
+            "(_entity_daily.csv/.parquet) and its HTML report (_entity_report.html) beside the Parquet output"
+        },
+    )
     quiet: bool = field(default=False, metadata={"help": "no progress on stderr"})
 
     def __post_init__(self):
@@ -80,6 +99,12 @@ class ScoreConfig:
             raise FinsentError(f"--threads {self.threads}: must be at least 1")
         if self.ray_address and self.engine != "ray":
             raise FinsentError("--ray_address needs --engine ray")
+        if self.entity_column and self.entities:
+            raise FinsentError("give --entity_column (entities named per row) or --entities WATCHLIST, not both")
+        if self.date_column and not (self.entity_column or self.entities):
+            raise FinsentError(
+                "--date_column needs an entity run and its entities: --entity_column COLUMN or --entities WATCHLIST"
+            )
 
 
 @dataclass(frozen=True)
@@ -164,8 +189,9 @@ def discover_shards(input_url: str, output_url: str | None = None) -> list[Shard
     return shards
 
 
-def _read_shard(url: str, text_column: str, chunk_size: int = CHUNK_SIZE) -> Iterator:
-    """A shard as pyarrow Tables of `chunk_size` rows (read by finsent.tables), its text column holding text."""
+def _read_shard(url: str, text_column: str, chunk_size: int = CHUNK_SIZE, extra: tuple = ()) -> Iterator:
+    """A shard as pyarrow Tables of `chunk_size` rows (read by finsent.tables), its text column holding text; `extra`
+    names other columns it must have, as (column, flag) pairs."""
     import pyarrow as pa
 
     with storage_errors(url):
@@ -174,6 +200,9 @@ def _read_shard(url: str, text_column: str, chunk_size: int = CHUNK_SIZE) -> Ite
         kind = first.schema.field(text_column).type
         if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_null(kind)):
             raise FinsentError(f"{url}: column {text_column!r} holds {kind}, not text; set --text_column")
+        for column, flag in extra:
+            if column not in first.column_names:
+                raise FinsentError(f"{url}: no column {column!r} among {first.column_names}; set {flag}")
         yield first
         yield from chunks
 
@@ -187,9 +216,14 @@ def prediction_columns(labels, input_columns) -> list[str]:
 
 def score_table(predictor, table, text_column: str):
     """The table with label, confidence, prob_<label> and truncated appended; empty texts get nulls."""
+    table = table.replace_schema_metadata(None)  # e.g. pandas' index notes, which no longer describe the table
+    return append_predictions(predictor, table, table.column(text_column).to_pylist())
+
+
+def append_predictions(predictor, table, texts: list):
+    """The table with the prediction columns of each row's model input appended; None or blank inputs get nulls."""
     import pyarrow as pa
 
-    texts = table.column(text_column).to_pylist()
     keep = np.array([i for i, t in enumerate(texts) if t is not None and t.strip()], dtype=np.int64)
     n, labels = len(texts), predictor.labels
     probs = np.zeros((n, len(labels)))
@@ -207,7 +241,6 @@ def score_table(predictor, table, text_column: str):
         *[pa.array(probs[:, j], mask=missing) for j in range(len(labels))],
         pa.array(truncated, mask=missing),
     ]
-    table = table.replace_schema_metadata(None)  # e.g. pandas' index notes, which no longer describe the table
     for name, value in zip(names, values):
         table = table.append_column(name, value)
     return table
@@ -278,6 +311,8 @@ def completed(fs, path: str, shard: Shard, meta: dict) -> ShardResult | None:
     except (OSError, KeyError, ValueError, pa.ArrowException):
         return None  # missing, unreadable or not ours: score it (again)
     if recorded.get("source") != shard.source() or recorded.get("text_column") != meta["text_column"]:
+        return None
+    if recorded.get("entities") != meta.get("entities"):  # pairs from another entity column or watchlist
         return None
     if recorded.get("rows") != footer.num_rows:
         return None

@@ -121,3 +121,17 @@ def per_source_metrics(y_true, probs: np.ndarray, sources: list[str], labels: tu
             "per_class": found["per_class"],
         }
     return out
+
+
+def mixed_accuracy(texts: list[str], entities: list[str], y_true, y_pred) -> tuple[float | None, int]:
+    """Accuracy on the entities of texts whose entities carry different gold labels (where a sentence-level model can
+    be right for one side only), and how many such rows; None when there are none."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    key = [" ".join(t.split()).casefold() for t in texts]
+    labels_of: dict[str, set] = {}
+    for k, label in zip(key, y_true.tolist()):
+        labels_of.setdefault(k, set()).add(label)
+    rows = np.array([len(labels_of[k]) > 1 for k in key], dtype=bool)
+    if not rows.any():
+        return None, 0
+    return float((y_true[rows] == y_pred[rows]).mean()), int(rows.sum())

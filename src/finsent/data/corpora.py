@@ -148,13 +148,15 @@ def _twitter_rows(path: Path) -> tuple[list[tuple[str, int]], list[tuple[str, in
     return rows("sent_train.csv"), rows("sent_valid.csv")
 
 
-def _agreeing(labels: list[str], where: str) -> int | None:
+def _agreeing(labels: list[int]) -> int | None:
     """The one label of a text whose entities all carry it, else None."""
-    ids = {_label(v, where) for v in labels}
+    ids = set(labels)
     return ids.pop() if len(ids) == 1 else None
 
 
-def _sentfin_rows(path: Path) -> tuple[list[tuple[str, int]], list]:
+def sentfin_records(path: Path) -> list[tuple[str, list[tuple[str, int]]]]:
+    """SEntFiN 1.0: each headline with its (entity, label) decisions (texts as given, entities' whitespace
+    collapsed)."""
     file = path / "SEntFiN-v1.0.csv" if path.is_dir() else path
     out = []
     for lineno, row in enumerate(_read_csv(file), start=2):
@@ -164,14 +166,17 @@ def _sentfin_rows(path: Path) -> tuple[list[tuple[str, int]], list]:
         try:
             decisions = json.loads(row["Decisions"])
         except json.JSONDecodeError:
-            raise FinsentError(f"{where}: field Decisions is not a JSON object of entity -> label") from None
-        label = _agreeing(list(decisions.values()), where) if decisions else None
-        if label is not None:
-            out.append((str(row["Title"]).strip(), label))
-    return out, []
+            decisions = None
+        if not isinstance(decisions, dict):
+            raise FinsentError(f"{where}: field Decisions is not a JSON object of entity -> label")
+        out.append(
+            (str(row["Title"]).strip(), [(" ".join(str(e).split()), _label(v, where)) for e, v in decisions.items()])
+        )
+    return out
 
 
-def _finentity_rows(path: Path) -> tuple[list[tuple[str, int]], list]:
+def finentity_records(path: Path) -> list[tuple[str, list[tuple[str, int]]]]:
+    """FinEntity: each text with the (entity, label) of each annotated span (an entity may come twice)."""
     file = path / "FinEntity.json" if path.is_dir() else path
     try:
         items = json.loads(file.read_text(encoding="utf-8"))
@@ -182,11 +187,30 @@ def _finentity_rows(path: Path) -> tuple[list[tuple[str, int]], list]:
         where = f"{file}: record {i + 1}"
         if not isinstance(item, dict) or "content" not in item:
             raise FinsentError(f"{where}: no 'content' field; is it FinEntity.json?")
-        labels = [a.get("label", "") for a in item.get("annotations") or []]
-        label = _agreeing(labels, where) if labels else None
-        if label is not None:
-            out.append((" ".join(str(item["content"]).split()), label))
-    return out, []
+        spans = [a for a in item.get("annotations") or [] if isinstance(a, dict)]
+        pairs = [(" ".join(str(a.get("value", "")).split()), _label(a.get("label", ""), where)) for a in spans]
+        out.append((" ".join(str(item["content"]).split()), pairs))
+    return out
+
+
+ENTITY_READERS: dict[str, Callable[[Path], list[tuple[str, list[tuple[str, int]]]]]] = {
+    SENTFIN: sentfin_records,
+    FINENTITY: finentity_records,
+}
+
+
+def _sentence_level(records) -> tuple[list[tuple[str, int]], list]:
+    """Texts whose entities all carry one label, as sentence-level rows."""
+    rows = [(text, _agreeing([lab for _, lab in pairs])) for text, pairs in records if pairs]
+    return [(t, lab) for t, lab in rows if lab is not None], []
+
+
+def _sentfin_rows(path: Path) -> tuple[list[tuple[str, int]], list]:
+    return _sentence_level(sentfin_records(path))
+
+
+def _finentity_rows(path: Path) -> tuple[list[tuple[str, int]], list]:
+    return _sentence_level(finentity_records(path))
 
 
 READERS: dict[str, Callable[[Path], tuple[list, list]]] = {

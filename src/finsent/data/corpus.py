@@ -289,6 +289,113 @@ def combine(parts: list[LabelledData], mix: dict[str, dict]) -> LabelledData:
     return LabelledData([r[0] for r in kept], [r[1] for r in kept], source, [r[2] for r in kept], [r[3] for r in kept])
 
 
+def _read_entity_table(path: Path, text_column: str, label_column: str, entity_column: str) -> list:
+    """A user table of (text, entity, label) rows, one record per text."""
+    hint = "set --text_column/--entity_column/--label_column"
+    out = []
+    for row in read_rows(path, (text_column, entity_column, label_column), hint):
+        for col in (text_column, entity_column, label_column):
+            if col not in row.fields:
+                raise FinsentError(f"{row.where}: missing field {col!r}; {hint}")
+        text, entity = (
+            str(row.fields[text_column] or "").strip(),
+            " ".join(str(row.fields[entity_column] or "").split()),
+        )
+        if not entity:
+            raise FinsentError(f"{row.where}: empty {entity_column!r}; every row needs the entity its label is for")
+        out.append((text, [(entity, _parse_label(str(row.fields[label_column] or ""), row.where))]))
+    if not out:
+        raise FinsentError(f"{path}: no rows found")
+    return out
+
+
+def load_entity_data(
+    data_path, text_column: str = "text", label_column: str = "label", entity_column: str = "entity"
+) -> LabelledData:
+    """Entity-level data: one row per (text, entity) with the entity's label, from SEntFiN, FinEntity or user tables
+    with an entity column. A pair labelled twice differently is dropped, a repeated pair kept once, and a text found
+    in an earlier source is not read again from a later one (so no text can reach two splits)."""
+    parts, seen_texts = [], set()
+    for spec in _as_list(data_path):
+        name, path = _resolve(spec)
+        if path.is_file() and _is_mix(path):
+            raise FinsentError(f"{path}: mix files are for sentence-level runs; give the entity corpora as --data_path")
+        corpus = corpora.recognise(path)
+        if corpus is not None and corpus.name in corpora.ENTITY_READERS:
+            records, kind, digest, name = (
+                corpora.ENTITY_READERS[corpus.name](path),
+                corpus.name,
+                _digest(path),
+                corpus.name,
+            )
+        elif path.is_file() and table_format(path) in TABLE_FORMATS:
+            records, kind, digest = (
+                _read_entity_table(path, text_column, label_column, entity_column),
+                "table",
+                sha256_of(path),
+            )
+            name = name or tables.base_name(path.name)
+        else:
+            known = ", ".join(corpora.ENTITY_READERS)
+            raise FinsentError(
+                f"{path}: no entity labels in it; --task entity reads {known} or a table with text, entity and label columns"
+            )
+        labels_of: dict[tuple[str, str], set[int]] = {}
+        for text, pairs in records:
+            for entity, label in pairs:
+                labels_of.setdefault((normalise(text), normalise(entity)), set()).add(label)
+        rows, kept, dropped_texts = [], set(), set()
+        for text, pairs in records:
+            if not text or normalise(text) in seen_texts:
+                dropped_texts.add(normalise(text))
+                continue
+            for entity, label in pairs:
+                key = (normalise(text), normalise(entity))
+                if entity and len(labels_of[key]) == 1 and key not in kept:
+                    kept.add(key)
+                    rows.append((text, entity, label))
+        seen_texts |= {normalise(t) for t, _, _ in rows}
+        n_raw = sum(len(p) for _, p in records)
+        source = {
+            "name": name,
+            "path": str(path.resolve()),
+            "sha256": digest,
+            "format": kind,
+            "agreement": None,
+            "n_raw": n_raw,
+            "duplicates_removed": n_raw - len(rows) - sum(len(v) > 1 for v in labels_of.values()),
+            "conflicts_removed": sum(len(v) > 1 for v in labels_of.values()),
+            "texts_in_earlier_sources": len(dropped_texts - {""}),
+            "label_counts": dict(Counter(LABELS[r[2]] for r in rows)),
+        }
+        parts.append(
+            LabelledData(
+                [r[0] for r in rows], [r[2] for r in rows], source, [name] * len(rows), None, [r[1] for r in rows]
+            )
+        )
+    if len(parts) == 1:
+        return parts[0]
+    source = {
+        "name": "+".join(p.source["name"] for p in parts),
+        "path": [p.source["path"] for p in parts],
+        "format": "mix",
+        "agreement": None,
+        "sources": [p.source for p in parts],
+        "sha256": ";".join(p.source["sha256"] for p in parts),
+        **{k: sum(p.source[k] for p in parts) for k in ("n_raw", "duplicates_removed", "conflicts_removed")},
+        "label_counts": dict(Counter(LABELS[lab] for p in parts for lab in p.labels)),
+        "mix": {},
+    }
+    return LabelledData(
+        sum((p.texts for p in parts), []),
+        sum((p.labels for p in parts), []),
+        source,
+        sum((p.sources for p in parts), []),
+        None,
+        sum((p.entities for p in parts), []),
+    )
+
+
 def describe(data: LabelledData) -> str:
     """Where the data came from, in one phrase: the path, or each source with its row count."""
     if data.source.get("format") != "mix":

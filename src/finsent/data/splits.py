@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from finsent.core.errors import FinsentError
+from finsent.data.entities import MIXED, EntityFormat, entity_inputs
 
 
 @dataclass
@@ -16,6 +17,7 @@ class LabelledData:
     source: dict = field(default_factory=dict)
     sources: list[str] | None = None  # each row's source name (default: the one source's)
     fixed: list[str | None] | None = None  # "test" for rows of a corpus's official test split
+    entities: list[str] | None = None  # an entity-level set: each row's entity (the label is the entity's)
 
     def __post_init__(self) -> None:
         if self.sources is None:
@@ -34,7 +36,14 @@ class LabelledData:
             self.source,
             [self.sources[i] for i in idx],
             [self.fixed[i] for i in idx],
+            None if self.entities is None else [self.entities[i] for i in idx],
         )
+
+    def inputs(self, fmt=None) -> list[str]:
+        """What the model reads: the texts, or for an entity-level set each (text, entity) pair as one string."""
+        if self.entities is None:
+            return self.texts
+        return entity_inputs(self.texts, self.entities, fmt or EntityFormat())
 
     @property
     def source_names(self) -> list[str]:
@@ -76,9 +85,11 @@ def deduplicate(rows: list[tuple[str, int]]) -> tuple[list[tuple[str, int]], int
 
 def _split_one(data: LabelledData, idx: list[int], seed: int, val_size: float, test_size: float):
     """Stratified train/val/test indices of one source; its official test rows (if any) are its test split, and
-    validation is then drawn from the rest."""
+    validation is then drawn from the rest. An entity-level set is split by text (a text's entities stay together)."""
     from sklearn.model_selection import train_test_split
 
+    if data.entities is not None:
+        return _split_by_text(data, idx, seed, val_size, test_size)
     fixed_test = [i for i in idx if data.fixed[i] == "test"]
     rest = [i for i in idx if data.fixed[i] != "test"]
     name = data.sources[idx[0]]
@@ -99,6 +110,23 @@ def _split_one(data: LabelledData, idx: list[int], seed: int, val_size: float, t
             f"{where}: cannot make a stratified split ({e}); every label needs at least a few sentences"
         ) from None
     return train, val, fixed_test
+
+
+def _split_by_text(data: LabelledData, idx: list[int], seed: int, val_size: float, test_size: float):
+    """Split the texts of one entity-level source 80/10/10, stratified by the text's label (or 'mixed' where its
+    entities disagree), then expand each text to its entity rows."""
+    groups: dict[str, list[int]] = {}
+    for i in idx:
+        groups.setdefault(normalise(data.texts[i]), []).append(i)
+    keys = list(groups)
+    strata = {k: _text_stratum([data.labels[i] for i in groups[k]]) for k in keys}
+    grouped = LabelledData(keys, [strata[k] for k in keys], data.source, [data.sources[idx[0]]] * len(keys))
+    parts = _split_one(grouped, list(range(len(keys))), seed, val_size, test_size)
+    return tuple(sorted(i for g in part for i in groups[keys[g]]) for part in parts)
+
+
+def _text_stratum(labels: list[int]) -> int:
+    return labels[0] if len(set(labels)) == 1 else MIXED
 
 
 def _weighted(train: list[int], data: LabelledData, mix: dict, seed: int) -> list[int]:
@@ -149,6 +177,8 @@ def add_to_train(splits: Splits, extra: LabelledData) -> tuple[Splits, int]:
     """Add extra labelled sentences to train, minus every validation/test sentence and those already in train."""
     held = set(splits.val.texts) | set(splits.test.texts) | set(splits.train.texts)
     keep = [i for i, t in enumerate(extra.texts) if t not in held]
+    if splits.train.entities is not None:
+        raise FinsentError("extra training sentences are sentence-level; an entity-level run takes none")
     train = LabelledData(
         splits.train.texts + [extra.texts[i] for i in keep],
         splits.train.labels + [extra.labels[i] for i in keep],

@@ -101,6 +101,19 @@ def check_questions(questions: Sequence[str], top_k: int) -> None:
             raise FinsentError("--ask: a question is empty; give some words to search for")
 
 
+def require_sentence_run(predictor, what: str = "") -> None:
+    """One line where an entity-level run is asked to score bare sentences (it reads (text, entity) pairs)."""
+    info = getattr(predictor, "info", None)
+    if str(getattr(info, "task", None) or "sentence") != "sentence":
+        needs = (
+            f"{what} needs a sentence-level run"
+            if what
+            else "give a watchlist of the entities to score (finsent analyze --entities watchlist.csv), or use a "
+            "sentence-level run"
+        )
+        raise FinsentError(f"model {info.version} is an entity-level run: {needs}")
+
+
 def prepare(docs: Iterable[Document]) -> list[tuple[Document, list[Sentence]]]:
     """Each document with its sentences; a document without any is bad input."""
     out = []
@@ -119,8 +132,10 @@ def analyze(
     top_k: int = 5,
     encoder=None,
 ) -> dict:
-    """The whole report of prepared documents: scored sentence by sentence, aggregated, and the questions answered."""
+    """The whole report of prepared documents: scored sentence by sentence, aggregated, and the questions answered
+    (an entity run scores documents per watchlist entity: documents.entities.analyze_entities)."""
     check_questions(questions, top_k)
+    require_sentence_run(predictor)
     reports = []
     for doc, sents in docs:
         scores = predictor.score([model_text(doc.text[s.start : s.end]) for s in sents])
@@ -147,6 +162,7 @@ def ask_index(predictor, index, questions: Sequence[str], top_k: int = 5, encode
     check_questions(questions, top_k)
     if not questions:
         raise FinsentError("--index needs at least one --ask QUESTION")
+    require_sentence_run(predictor, "--index")
     if encoder is None:
         from finsent.documents.retrieval import default_encoder
 

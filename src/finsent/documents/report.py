@@ -1,4 +1,5 @@
-"""Write a `finsent analyze` report as JSON, CSV (one row per sentence) or a self-contained offline HTML page."""
+"""Write a `finsent analyze` report as JSON, CSV (one row per sentence; per entity and pair for an entity run) or a
+self-contained offline HTML page."""
 
 from __future__ import annotations
 
@@ -138,18 +139,105 @@ def render_html(report: dict) -> str:
     )
 
 
+# ---- entity reports (finsent analyze --entities) ---------------------------------------------------------------
+
+ENTITY_CSV_COLUMNS = [
+    "kind",
+    "entity",
+    "source",
+    "section",
+    "start",
+    "end",
+    "text",
+    "mention",
+    "label",
+    "confidence",
+    *[f"prob_{label}" for label in LABELS],
+    "score",
+    "mentions",
+    "documents",
+    *[f"count_{label}" for label in LABELS],
+    "evidence_rank",
+]
+
+
+def entity_csv_rows(report: dict) -> list[dict]:
+    """One `entity` row per entity (its aggregate across the documents), then one `pair` row per scored (sentence,
+    entity) pair; evidence_rank numbers each entity's strongest sentences."""
+    rows = []
+    rank = {}
+    for e in report["entities"]:
+        counts = {f"count_{k}": v for k, v in e["counts"].items()}
+        rows.append({**e, **counts, "kind": "entity"})
+        rank.update({(ev["source"], ev["start"], e["entity"]): k for k, ev in enumerate(e["evidence"], start=1)})
+    for doc in report["documents"]:
+        titles = [s["title"] for s in doc["sections"]]
+        for p in doc["pairs"]:
+            probs = {f"prob_{k}": v for k, v in p["probabilities"].items()}
+            where = {"source": doc["source"], "section": titles[p["section"]]}
+            ranked = rank.get((doc["source"], p["start"], p["entity"]), "")
+            rows.append({**p, **probs, **where, "kind": "pair", "evidence_rank": ranked})
+    return [{k: row.get(k, "") for k in ENTITY_CSV_COLUMNS} for row in rows]
+
+
+def marked(text: str, offset: int, spans: list[tuple[int, int, str]]) -> list[dict]:
+    """The text cut at mention spans (document offsets; `offset`: where the text starts): {text, label or None}."""
+    out, pos = [], 0
+    for start, end, label in sorted(spans):
+        start, end = start - offset, end - offset
+        if start < pos or start < 0 or end > len(text):
+            continue
+        out += [{"text": text[pos:start], "label": None}, {"text": text[start:end], "label": label}]
+        pos = end
+    return out + [{"text": text[pos:], "label": None}]
+
+
+def render_entity_html(report: dict) -> str:
+    """An entity report as one offline HTML page: the entities table, each entity's evidence, then the documents
+    with every mention coloured by its pair's label."""
+    entities = [
+        {
+            "e": e,
+            "evidence": [
+                {"ev": ev, "pieces": marked(ev["text"], ev["start"], [(s, t, ev["label"]) for s, t in ev["spans"]])}
+                for ev in e["evidence"]
+            ],
+        }
+        for e in report["entities"]
+    ]
+    docs = [
+        {
+            "doc": doc,
+            "pieces": marked(doc["text"], 0, [(s, t, p["label"]) for p in doc["pairs"] for s, t in p["spans"]]),
+        }
+        for doc in report["documents"]
+    ]
+    sources = ", ".join(doc["source"] for doc in report["documents"])
+    return render(
+        "entity_report.html.j2",
+        title=f"finsent analyze: {sources}",
+        meta=f"Entity sentiment · model {report['model_version']} · watchlist of {report['watchlist']} entities",
+        report=report,
+        entities=entities,
+        docs=docs,
+        labels=LABELS,
+    )
+
+
 def write_report(report: dict, path: str | Path, raw_csv: bool = False) -> None:
     """Write the report in the format its file name asks for (atomic).
 
     In a CSV, a string cell that a spreadsheet would run as a formula gets a leading ' (neutralise_cell), unless raw_csv."""
     fmt = output_format(path)
+    entity = report.get("task") == "entity"
     try:
         if fmt == ".json":
             write_json(Path(path), report)
         elif fmt == ".csv":
-            write_csv(Path(path), csv_rows(report), CSV_COLUMNS, neutralise=not raw_csv)
+            rows, columns = (entity_csv_rows, ENTITY_CSV_COLUMNS) if entity else (csv_rows, CSV_COLUMNS)
+            write_csv(Path(path), rows(report), columns, neutralise=not raw_csv)
         else:
-            write_text(Path(path), render_html(report))
+            write_text(Path(path), (render_entity_html if entity else render_html)(report))
     except OSError as e:
         raise FinsentError(
             f"--output {path}: cannot write ({e.strerror}); check the folder exists and is writable"

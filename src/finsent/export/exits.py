@@ -12,7 +12,17 @@ from pathlib import Path
 import numpy as np
 
 from finsent.core.errors import FinsentError
-from finsent.export.graphs import CHECK_TEXTS, OPSET, PARITY_ATOL, _encode, _session, build_int8, training_data
+from finsent.data.entities import ENTITY
+from finsent.export.graphs import (
+    CHECK_TEXTS,
+    OPSET,
+    PARITY_ATOL,
+    _encode,
+    _session,
+    build_int8,
+    training_data,
+    training_inputs,
+)
 
 
 def _export_module(module, args: tuple, path: Path, inputs: list[str], outputs: list[str], axes: dict) -> None:
@@ -91,11 +101,15 @@ def threshold_texts(model_dir: Path, data_path: str | Path | None) -> list[str]:
     in the run's PhraseBank data (a user's --unlabeled file is not re-read: its sentences are left out)."""
     from finsent.core.text import sentence_hash
     from finsent.data.corpus import load_data
-    from finsent.runs.folder import read_sentences
+    from finsent.runs.folder import read_model_info, read_sentences
 
     path, source = training_data(model_dir, data_path)
     seen = read_sentences(model_dir) or {}
     wanted = list(seen.get("val") or ()) + list(seen.get("threshold") or ())
+    if read_model_info(model_dir).task == ENTITY:  # validation's (text, entity) pairs; an entity run has no others
+        texts, inputs = training_inputs(model_dir, path, source)
+        keep = set(wanted)
+        return [x for t, x in zip(texts, inputs) if sentence_hash(t) in keep]
     given = load_data(path, source.get("agreement") or "all")  # --data_path where given, else the recorded data
     pool = list(given.texts)
     for part in given.source.get("sources", [given.source]):  # a run on several sources lists each

@@ -345,15 +345,29 @@ def training_data(model_dir: Path, data_path: str | Path | None) -> tuple[str | 
     return (paths[0] if len(paths) == 1 else paths), source
 
 
+def training_inputs(model_dir: Path, path, source: dict) -> tuple[list[str], list[str]]:
+    """A run's training data as (texts, model inputs): the same for a sentence run; each (text, entity) pair in the
+    run's entity format for an entity run (sentences.json hashes the texts)."""
+    from finsent.data.corpus import load_data, load_entity_data
+    from finsent.data.entities import ENTITY, EntityFormat
+    from finsent.runs.folder import read_model_info
+
+    info = read_model_info(model_dir)
+    if info.task == ENTITY:
+        data = load_entity_data(path)
+        return data.texts, data.inputs(EntityFormat.from_json(info.entity_input))
+    texts = load_data(path, source.get("agreement") or "all").texts
+    return texts, texts
+
+
 def calibration_texts(model_dir: Path, data_path: str | Path | None, n: int) -> list[str]:
     """n sentences to calibrate int8 on: from the run's training split where the data says which, in a fixed order."""
     from finsent.core.text import sentence_hash
-    from finsent.data.corpus import load_data
     from finsent.runs.folder import read_sentences
 
     path, source = training_data(model_dir, data_path)
-    texts = load_data(path, source.get("agreement") or "all").texts
+    texts, inputs = training_inputs(model_dir, path, source)
     train = set((read_sentences(model_dir) or {}).get("train") or ())
-    in_train = [t for t in texts if sentence_hash(t) in train]
-    pool = sorted(in_train if len(in_train) >= min(n, len(texts)) else texts, key=sentence_hash)  # a fixed shuffle
+    in_train = [x for t, x in zip(texts, inputs) if sentence_hash(t) in train]
+    pool = sorted(in_train if len(in_train) >= min(n, len(inputs)) else inputs, key=sentence_hash)  # a fixed shuffle
     return pool[:n]

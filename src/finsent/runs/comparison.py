@@ -61,13 +61,15 @@ def per_class_deltas(base: dict, other: dict) -> list[dict]:
 
 
 def prediction_changes(base_log: pd.DataFrame, other_log: pd.DataFrame) -> pd.DataFrame:
-    """Sentences scored by both runs (same text and true label) with how the prediction moved.
+    """Sentences (an entity run's (text, entity) pairs) scored by both runs (same text and true label) with how the
+    prediction moved.
 
     kind: fixed (wrong -> right), broken (right -> wrong), changed (wrong -> another wrong), same."""
-    cols = ["text", "true_label", "pred_label", "confidence"]
-    a = base_log[cols].drop_duplicates("text")
-    b = other_log[cols].drop_duplicates("text")
-    m = a.merge(b, on=["text", "true_label"], suffixes=("_base", "_other"))
+    key = ["text", "entity"] if "entity" in base_log.columns and "entity" in other_log.columns else ["text"]
+    cols = [*key, "true_label", "pred_label", "confidence"]
+    a = base_log[cols].drop_duplicates(key)
+    b = other_log[cols].drop_duplicates(key)
+    m = a.merge(b, on=[*key, "true_label"], suffixes=("_base", "_other"))
     right_a = m["pred_label_base"] == m["true_label"]
     right_b = m["pred_label_other"] == m["true_label"]
     kind = pd.Series("same", index=m.index)

@@ -61,6 +61,7 @@ LOG_COLUMNS = [
     "sample_id",
     "source",
     "text",
+    "entity",
     "true_label",
     "pred_label",
     "confidence",
@@ -89,8 +90,18 @@ SCALAR_METRICS = (
     "train_runtime_s",
     "epochs_run",
     "best_val_macro_f1",
+    "mixed_accuracy",
+    "n_mixed",
 )
-SOURCE_METRICS = ("accuracy", "macro_f1", "ece", "n_train", "n_val", "n_test")  # of each source in per_source
+SOURCE_METRICS = (
+    "accuracy",
+    "macro_f1",
+    "ece",
+    "n_train",
+    "n_val",
+    "n_test",
+    "mixed_accuracy",
+)  # of each source in per_source
 METRIC_KEYS = ("accuracy", "macro_f1", "ece", "avg_confidence", "per_class", "n_train", "n_val", "n_test", "created_at")
 
 
@@ -110,6 +121,8 @@ class ModelInfo:
     model_name: str | None = None
     use_lora: bool | None = None
     num_layers: int | None = None  # the encoder layers kept of model_name's (a shallower student); None: all
+    task: str = "sentence"  # "entity": the model reads (text, entity) pairs built by data.entities.entity_input
+    entity_input: dict | None = None  # an entity run's EntityFormat as JSON
     extra: dict = field(default_factory=dict)
     temperature: float = 1.0
     metrics: dict = field(default_factory=dict)
@@ -125,6 +138,8 @@ class ModelInfo:
         }
         if self.num_layers is not None:
             out["num_layers"] = self.num_layers
+        if self.task != "sentence":
+            out.update(task=self.task, entity_input=self.entity_input or {})
         return {**out, "extra": self.extra} if self.extra else out
 
 
@@ -172,10 +187,28 @@ def read_model_info(run_dir: str | Path) -> ModelInfo:
         model_name=meta.get("model_name"),
         use_lora=meta.get("use_lora"),
         num_layers=int(meta["num_layers"]) if meta.get("num_layers") else None,
+        task=str(meta.get("task") or "sentence"),
+        entity_input=meta.get("entity_input") if isinstance(meta.get("entity_input"), dict) else None,
         extra=extra if isinstance(extra, dict) else {},
         temperature=_temperature(results.get("temperature", 1.0)),
         metrics={k: results[k] for k in METRIC_KEYS if k in results},
     )
+
+
+def require_task(run_dir: str | Path, task: str, what: str) -> ModelInfo:
+    """The run's info, or one line when a command of one task is given a run of the other."""
+    info = read_model_info(run_dir)
+    if info.task != task:
+        hint = (
+            "train one with `finsent train --task entity`, or leave out the entity options"
+            if task == "entity"
+            else "give it entities (--entity_column or --entities), or pass a sentence-level run"
+        )
+        a = {"entity": "an entity", "sentence": "a sentence"}
+        raise FinsentError(
+            f"{run_dir}: {a.get(info.task, info.task)}-level run, but {what} needs {a.get(task, task)}-level run; {hint}"
+        )
+    return info
 
 
 def write_label_map(run_dir: Path, labels=LABELS) -> None:
@@ -256,7 +289,9 @@ def write_results(run_dir: Path, results: dict) -> None:
 
 
 def write_log(run_dir: Path, rows: list[dict]) -> None:
-    write_csv(Path(run_dir) / EVALUATION_LOG, rows, LOG_COLUMNS)
+    """evaluation_log.csv; the entity column only for an entity-level run's rows."""
+    entity = bool(rows) and "entity" in rows[0]
+    write_csv(Path(run_dir) / EVALUATION_LOG, rows, [c for c in LOG_COLUMNS if entity or c != "entity"])
 
 
 def write_val_logits(run_dir: Path, logits: np.ndarray, labels) -> None:
@@ -398,6 +433,7 @@ def read_log(path: Path) -> pd.DataFrame:
             dtype={
                 "source": str,
                 "text": str,
+                "entity": str,
                 "true_label": str,
                 "pred_label": str,
                 "error_type": str,
@@ -412,6 +448,8 @@ def read_log(path: Path) -> pd.DataFrame:
         ) from None
     if "source" not in log.columns:  # a log written before runs learned from several corpora: one unnamed source
         log.insert(1, "source", "data")
+    if "entity" not in log.columns:  # a sentence-level run's log
+        log.insert(list(log.columns).index("text") + 1 if "text" in log.columns else 2, "entity", "")
     missing = [c for c in LOG_COLUMNS if c not in log.columns]
     if missing:
         raise FinsentError(f"{file}: missing column(s) {', '.join(missing)}")

@@ -41,12 +41,23 @@
       rows.forEach(function(r){
         var ok = (!f.type || r.dataset.type.toLowerCase() === f.type) && (!f.true || r.dataset.true === f.true) &&
                  (!f.predicted || r.dataset.pred === f.predicted) && (!f.source || r.dataset.source.toLowerCase() === f.source) &&
-                 (!f.text || r.textContent.toLowerCase().indexOf(f.text) >= 0);
+                 (!f.text || r.textContent.toLowerCase().indexOf(f.text) >= 0) &&
+                 (!f.entity || (r.dataset.entity || '').toLowerCase().indexOf(f.entity) >= 0);
         r.style.display = ok ? '' : 'none'; if (ok) { shown++; }
       });
       box.querySelector('[data-count]').textContent = shown + ' of ' + rows.length;
     }
     controls.forEach(function(c){ c.addEventListener('input', apply); c.addEventListener('change', apply); });
+  });
+  // an entity run's mixed-label view: only the texts with a wrong entity
+  document.querySelectorAll('.mixed-view').forEach(function(box){
+    var only = box.querySelector('[data-mixed-errors]');
+    if (!only) { return; }
+    only.addEventListener('change', function(){
+      var shown = 0, texts = box.querySelectorAll('tbody.mixed-text');
+      texts.forEach(function(t){ var ok = !only.checked || t.dataset.wrong !== '0'; t.style.display = ok ? '' : 'none'; if (ok) { shown++; } });
+      box.querySelector('[data-count]').textContent = shown + ' of ' + texts.length;
+    });
   });
   var start = location.hash.slice(1);
   showRun(0);

@@ -42,6 +42,20 @@ class TrainConfig:
             "(default: financial_phrasebank)"
         ),
     )
+    task: Literal["sentence", "entity"] = field(
+        default="sentence",
+        metadata=_help(
+            "sentence: one label per text; entity: one label per (text, entity) pair, from sentfin, finentity or a "
+            "table with text, entity and label columns (default: %(default)s)"
+        ),
+    )
+    entity_style: Literal["markers", "pair"] = field(
+        default="markers",
+        metadata=_help(
+            "--task entity: how the entity reaches the encoder; markers: its mentions wrapped in « », pair: the text, "
+            "the separator token, the entity (default: %(default)s)"
+        ),
+    )
     output_dir: str | None = field(
         default=None, metadata=_help("run folder for the model and results (default: runs/<version>)")
     )
@@ -118,6 +132,9 @@ class TrainConfig:
     )
     text_column: str = field(default="text", metadata=_help("text column of a table (default: %(default)s)"))
     label_column: str = field(default="label", metadata=_help("label column of a table (default: %(default)s)"))
+    entity_column: str = field(
+        default="entity", metadata=_help("--task entity: entity column of a table (default: %(default)s)")
+    )
     eval_batch_size: int = field(
         default=64, metadata=_help("sentences per forward pass when scoring validation and test (default: %(default)s)")
     )
@@ -158,10 +175,17 @@ class TrainConfig:
             ("high_confidence", _number(self.high_confidence) and 0 <= self.high_confidence <= 1, "in [0, 1]"),
             ("text_column", bool(self.text_column), "a column name"),
             ("label_column", bool(self.label_column), "a column name"),
+            ("entity_column", bool(self.entity_column), "a column name"),
+            ("task", self.task in ("sentence", "entity"), "sentence or entity"),
+            ("entity_style", self.entity_style in ("markers", "pair"), "markers or pair"),
         ]
         for name, ok, expected in checks:
             if not ok:
                 raise FinsentError(f"--{name} {getattr(self, name)!r}: must be {expected}")
+        if self.task == "entity" and self.extra_train_agreement:
+            raise FinsentError(
+                "--extra_train_agreement adds sentence-level PhraseBank sentences; an entity run (--task entity) takes none"
+            )
         if not self.low_confidence < self.high_confidence:
             raise FinsentError(
                 f"--low_confidence {self.low_confidence} must be below --high_confidence {self.high_confidence}"

@@ -15,6 +15,7 @@ from finsent.core.metrics import softmax
 from finsent.core.text import sentence_hash
 from finsent.data import tables
 from finsent.data.corpus import AGREEMENT_FILES, load_data
+from finsent.data.entities import EntityFormat
 from finsent.data.labels import LABELS
 from finsent.data.splits import LabelledData, Splits, normalise
 from finsent.runs import folder
@@ -176,6 +177,11 @@ def sentences_record(splits: Splits, threshold: list[str] | None = None) -> dict
     }
 
 
+def run_inputs(run_dir: str | Path, part: LabelledData) -> list[str]:
+    """What a run's model reads for a part: its texts, or its (text, entity) pairs in the run's own entity format."""
+    return part.inputs(EntityFormat.from_json(folder.read_model_info(run_dir).entity_input))
+
+
 def teacher_logits(
     teacher_dir: str | Path, texts: list[str], device: str = "cpu", batch_size: int | None = None
 ) -> np.ndarray:
@@ -285,16 +291,20 @@ class DistillationRecipe(Recipe):
         d = self.config
         teacher_dir = Path(d.teacher)
         teacher_results = folder.read_results(teacher_dir)
+        folder.require_task(teacher_dir, cfg.task, f"--teacher of a --task {cfg.task} student")
         check_teacher_split(teacher_dir, splits)
-        unlabeled, self._held, counts = unlabeled_sentences(splits, d, cfg.data_path, cfg.seed)
-        train = LabelledData(splits.train.texts + unlabeled, splits.train.labels + [-100] * len(unlabeled))
+        if splits.train.entities is None:
+            unlabeled, self._held, counts = unlabeled_sentences(splits, d, cfg.data_path, cfg.seed)
+            train = LabelledData(splits.train.texts + unlabeled, splits.train.labels + [-100] * len(unlabeled))
+        else:  # the unlabeled pools are sentences without entities: an entity student learns from its train split
+            unlabeled, self._held, counts, train = [], [], {"used": 0, "threshold": 0}, splits.train
         log(
             f"distilling from {teacher_dir} ({teacher_results.get('model_name')}, test accuracy "
             f"{teacher_results.get('accuracy', float('nan')):.4f}): {len(splits.train)} labelled + {len(unlabeled)} "
             f"unlabeled sentences, alpha {d.alpha}, T {d.distill_temperature}"
         )
         start = time.perf_counter()
-        soft = teacher_logits(teacher_dir, train.texts)
+        soft = teacher_logits(teacher_dir, run_inputs(teacher_dir, train))
         log(
             f"teacher logits for {len(train)} sentences in {time.perf_counter() - start:.0f}s (cached in {teacher_dir})"
         )
@@ -333,7 +343,7 @@ class DistillationRecipe(Recipe):
         store_cascade(out, self.config, splits, val_logits, temperature, self._held, log)
         if self.config.exit_layers:
             num_layers = int(model.config.num_hidden_layers)
-            store_exits(out, self.config, splits.val.texts + self._held, num_layers, log)
+            store_exits(out, self.config, run_inputs(out, splits.val) + self._held, num_layers, log)
 
 
 def store_cascade(
@@ -346,7 +356,7 @@ def store_cascade(
     probs = softmax(val_logits, temperature)
     if held:  # the trained student, as it will serve (its temperature included)
         probs = np.concatenate([probs, Predictor(out).score(held).probs])
-    teacher_pred = teacher_logits(distill.teacher, splits.val.texts + held).argmax(1)
+    teacher_pred = teacher_logits(distill.teacher, run_inputs(distill.teacher, splits.val) + held).argmax(1)
     choice = cascade_threshold(probs, teacher_pred, distill.cascade_agreement)
     choice["threshold_sentences"] = len(probs)
     info = folder.read_model_info(out)

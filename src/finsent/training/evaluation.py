@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from finsent.core import metrics
+from finsent.data.entities import EntityFormat
 from finsent.data.labels import LABELS
 from finsent.data.splits import LabelledData
 from finsent.runs.folder import write_log, write_results
@@ -23,8 +24,10 @@ def evaluate_logits(
     high: float = 0.9,
     temperature: float = 1.0,
     sources: list[str] | None = None,
+    entities: list[str] | None = None,
 ) -> tuple[dict, list[dict]]:
-    """Metrics dict (pooled, and per source) and one evaluation-log row per sample."""
+    """Metrics dict (pooled, and per source) and one evaluation-log row per sample (per (text, entity) pair, with
+    `mixed_accuracy`, for an entity-level set)."""
     probs = metrics.softmax(logits, temperature)
     y_true = np.asarray(y_true)
     pred = probs.argmax(axis=1)
@@ -39,12 +42,20 @@ def evaluate_logits(
     )
     sources = list(sources) if sources is not None else ["data"] * len(texts)
     summary["per_source"] = metrics.per_source_metrics(y_true, probs, sources, LABELS)
+    if entities is not None:
+        summary["mixed_accuracy"], summary["n_mixed"] = metrics.mixed_accuracy(texts, entities, y_true, pred)
+        for name, part in summary["per_source"].items():
+            mine = [i for i, s in enumerate(sources) if s == name]
+            part["mixed_accuracy"], part["n_mixed"] = metrics.mixed_accuracy(
+                [texts[i] for i in mine], [entities[i] for i in mine], y_true[mine], pred[mine]
+            )
     margin = metrics.margins(probs)
     rows = [
         {
             "sample_id": i,
             "source": sources[i],
             "text": texts[i],
+            **({"entity": entities[i]} if entities is not None else {}),
             "true_label": LABELS[y_true[i]],
             "pred_label": LABELS[pred[i]],
             "confidence": round(float(conf[i]), 6),
@@ -81,9 +92,11 @@ def write_report(out_dir: Path, results: dict, rows: list[dict]) -> None:
 
 def evaluate_run(predictor, data: LabelledData, out_dir: Path, low: float = 0.6, high: float = 0.9) -> dict:
     """Score labelled data with a run's Predictor (raw logits, no temperature) and write its report to out_dir."""
-    logits, _ = predictor.logits(data.texts)
     info = predictor.info
-    summary, rows = evaluate_logits(logits, data.labels, data.texts, info.version, low, high, sources=data.sources)
+    logits, _ = predictor.logits(data.inputs(EntityFormat.from_json(info.entity_input)))
+    summary, rows = evaluate_logits(
+        logits, data.labels, data.texts, info.version, low, high, sources=data.sources, entities=data.entities
+    )
     for name, part in summary["per_source"].items():
         part["n_test"] = data.sources.count(name)
     results = {

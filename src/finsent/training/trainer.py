@@ -12,7 +12,8 @@ import numpy as np
 
 from finsent.core.errors import FinsentError
 from finsent.core.logs import LOGGER
-from finsent.data.corpus import describe, load_data
+from finsent.data.corpus import describe, load_data, load_entity_data
+from finsent.data.entities import ENTITY, EntityFormat
 from finsent.data.labels import LABELS
 from finsent.data.splits import LabelledData, Splits, add_to_train, check_no_leakage, source_counts, split_data
 from finsent.inference.predictor import Predictor
@@ -42,8 +43,15 @@ from finsent.training.tracking import log_run_safely
 class EncodedDataset:
     """Tokenized sentences with labels, in the shape the Trainer's collator expects."""
 
-    def __init__(self, part: LabelledData, tokenizer, max_length: int, teacher_logits: np.ndarray | None = None):
-        self.enc = tokenizer(part.texts, truncation=True, max_length=max_length)
+    def __init__(
+        self,
+        part: LabelledData,
+        tokenizer,
+        max_length: int,
+        teacher_logits: np.ndarray | None = None,
+        fmt: EntityFormat | None = None,
+    ):
+        self.enc = tokenizer(part.inputs(fmt), truncation=True, max_length=max_length)
         self.labels = part.labels  # -100: no gold label (an unlabeled sentence in distillation)
         self.teacher_logits = teacher_logits
 
@@ -118,7 +126,10 @@ def _resume_path(cfg: TrainConfig, ckpt_dir: Path) -> str | None:
 
 def prepare_splits(cfg: TrainConfig) -> tuple[LabelledData, Splits, int]:
     """Phase 1: read the data, split it (per source), add the extra PhraseBank sentences, subsample, check leakage."""
-    data = load_data(cfg.data_path, cfg.agreement, cfg.text_column, cfg.label_column)
+    if cfg.task == ENTITY:
+        data = load_entity_data(cfg.data_path, cfg.text_column, cfg.label_column, cfg.entity_column)
+    else:
+        data = load_data(cfg.data_path, cfg.agreement, cfg.text_column, cfg.label_column)
     splits = split_data(data, cfg.seed)
     n_extra = 0
     if cfg.extra_train_agreement and data.source["format"] == "phrasebank":
@@ -150,9 +161,19 @@ def build_model(cfg: TrainConfig, recipe: Recipe, lora_settings: dict | None, ve
         f"{params['trainable_params']:,} trainable of {params['total_params']:,} parameters ({params['trainable_percent']:.2f}%)"
     )
     name = cfg.model_name or hub.DEFAULT_MODEL
-    info = ModelInfo(version, LABELS, cfg.max_length, name, cfg.use_lora, num_layers=cfg.num_layers)
+    fmt = EntityFormat(cfg.entity_style, tokenizer.sep_token or "[SEP]") if cfg.task == ENTITY else None
+    info = ModelInfo(
+        version,
+        LABELS,
+        cfg.max_length,
+        name,
+        cfg.use_lora,
+        num_layers=cfg.num_layers,
+        task=cfg.task,
+        entity_input=fmt.to_json() if fmt else None,
+    )
     write_model_info(out, info)
-    return tokenizer, model, params
+    return tokenizer, model, params, fmt
 
 
 def training_arguments(cfg: TrainConfig, recipe: Recipe, ckpt_dir: Path):
@@ -185,7 +206,7 @@ def training_arguments(cfg: TrainConfig, recipe: Recipe, ckpt_dir: Path):
     )
 
 
-def fit(cfg: TrainConfig, recipe: Recipe, model, tokenizer, plan: tuple, splits: Splits, out: Path, log):
+def fit(cfg: TrainConfig, recipe: Recipe, model, tokenizer, plan: tuple, splits: Splits, out: Path, log, fmt=None):
     """Phase 3: the transformers Trainer on the recipe's training sentences (and teacher logits, where the plan has
     them); the best epoch by validation macro-F1."""
     from transformers import DataCollatorWithPadding, EarlyStoppingCallback
@@ -195,8 +216,8 @@ def fit(cfg: TrainConfig, recipe: Recipe, model, tokenizer, plan: tuple, splits:
     trainer = recipe.trainer_class()(
         model=model,
         args=training_arguments(cfg, recipe, ckpt_dir),
-        train_dataset=EncodedDataset(train_part, tokenizer, cfg.max_length, soft),
-        eval_dataset=EncodedDataset(splits.val, tokenizer, cfg.max_length),
+        train_dataset=EncodedDataset(train_part, tokenizer, cfg.max_length, soft, fmt),
+        eval_dataset=EncodedDataset(splits.val, tokenizer, cfg.max_length, fmt=fmt),
         data_collator=DataCollatorWithPadding(tokenizer),
         processing_class=tokenizer,
         compute_metrics=_compute_metrics,
@@ -235,6 +256,7 @@ class TrainedRun:
     params: dict
     lora_settings: dict | None
     train_runtime: float
+    fmt: EntityFormat | None = None  # an entity run's input format
 
 
 def write_run(cfg, recipe, trainer, tokenizer, run: TrainedRun) -> tuple[dict, np.ndarray]:
@@ -247,8 +269,8 @@ def write_run(cfg, recipe, trainer, tokenizer, run: TrainedRun) -> tuple[dict, n
     # Score the run folder as users will load it (PEFT's in-memory model after the best-checkpoint reload can route
     # modules_to_save through the untrained originals).
     predictor = Predictor(out, "torch", batch_size=cfg.eval_batch_size, device=trainer.args.device.type)
-    val_logits, _ = predictor.logits(splits.val.texts)
-    test_logits, _ = predictor.logits(splits.test.texts)
+    val_logits, _ = predictor.logits(splits.val.inputs(run.fmt))
+    test_logits, _ = predictor.logits(splits.test.inputs(run.fmt))
     del predictor
     write_val_logits(out, val_logits, splits.val.labels)
     summary, rows = evaluate_logits(
@@ -259,9 +281,11 @@ def write_run(cfg, recipe, trainer, tokenizer, run: TrainedRun) -> tuple[dict, n
         cfg.low_confidence,
         cfg.high_confidence,
         sources=splits.test.sources,
+        entities=splits.test.entities,
     )
     results = {
         "version": run.version,
+        "task": cfg.task,
         "model_name": cfg.model_name or hub.DEFAULT_MODEL,
         "use_lora": cfg.use_lora,
         **summary,
@@ -315,11 +339,11 @@ def train(cfg: TrainConfig, log=None, distill: DistillConfig | None = None) -> d
         f"from {describe(data)} (agreement {cfg.agreement}; {data.source['duplicates_removed']} duplicates, "
         f"{data.source['conflicts_removed']} conflicting sentences removed)"
     )
-    tokenizer, model, params = build_model(cfg, recipe, lora_settings, version, out, log)
-    trainer, train_runtime = fit(cfg, recipe, model, tokenizer, plan, splits, out, log)
+    tokenizer, model, params, fmt = build_model(cfg, recipe, lora_settings, version, out, log)
+    trainer, train_runtime = fit(cfg, recipe, model, tokenizer, plan, splits, out, log, fmt)
     if not trainer.is_world_process_zero():
         return {}
-    run = TrainedRun(out, version, data, splits, n_extra, params, lora_settings, train_runtime)
+    run = TrainedRun(out, version, data, splits, n_extra, params, lora_settings, train_runtime, fmt)
     results, val_logits = write_run(cfg, recipe, trainer, tokenizer, run)
     recipe.after_write(out, splits, val_logits, results["temperature"], trainer.model, log)
     shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)  # the run finished: the best model is saved above
@@ -327,6 +351,10 @@ def train(cfg: TrainConfig, log=None, distill: DistillConfig | None = None) -> d
         f"test accuracy {results['accuracy']:.4f}  macro-F1 {results['macro_f1']:.4f}  ECE {results['ece']:.4f}  "
         f"avg confidence {results['avg_confidence']:.3f}  training {train_runtime:.0f}s"
     )
+    if results.get("mixed_accuracy") is not None:
+        log(
+            f"  mixed_accuracy {results['mixed_accuracy']:.4f} on {results['n_mixed']} entities of texts whose entities disagree"
+        )
     per_source = results["per_source"] if len(results["per_source"]) > 1 else {}  # one source: the pooled line
     for name, part in ((n, p) for n, p in per_source.items() if "accuracy" in p):  # a source may have no test rows
         log(

@@ -17,7 +17,9 @@ def _plural(count: int, noun: str) -> str:
 
 
 def _report(cfg: AnalyzeConfig, args: argparse.Namespace) -> dict:
+    from finsent.data.entities import ENTITY, SENTENCE
     from finsent.documents import analysis, extraction
+    from finsent.runs.folder import require_task
 
     if cfg.index:
         from finsent.documents.retrieval import CorpusIndex
@@ -26,12 +28,49 @@ def _report(cfg: AnalyzeConfig, args: argparse.Namespace) -> dict:
             raise FinsentError("give INPUT documents or --index DIR, not both")
         if not cfg.ask:
             raise FinsentError("--index needs at least one --ask QUESTION")
+        if cfg.entities:
+            raise FinsentError("--entities scores the entities of INPUT documents; it does not work with --index")
         index = CorpusIndex.load(cfg.index)
+        require_task(cfg.model_dir, SENTENCE, "analyze --index")
         return analysis.ask_index(predictor_for(args), index, cfg.ask, cfg.top_k)
     if not cfg.inputs:
         raise FinsentError("nothing to analyze: give .txt, .md, .html or .pdf files, folders, or - for stdin")
+    watchlist = None
+    if cfg.entities:
+        from finsent.data.watchlist import read_watchlist
+
+        watchlist = read_watchlist(cfg.entities)
     docs = analysis.prepare(extraction.load_documents(cfg.inputs))
+    require_task(cfg.model_dir, ENTITY if watchlist else SENTENCE, "analyze --entities" if watchlist else "analyze")
+    if watchlist is not None:
+        from finsent.documents.entities import analyze_entities
+
+        return analyze_entities(predictor_for(args), docs, watchlist)
     return analysis.analyze(predictor_for(args), docs, cfg.ask, cfg.top_k)
+
+
+def _print_documents(report: dict) -> None:
+    for doc in report["documents"]:
+        counts = ", ".join(f"{v} {k}" for k, v in doc["counts"].items())
+        print(
+            f"{doc['source']}: {doc['label']} ({doc['score']:+.3f}; {_plural(len(doc['sentences']), 'sentence')}: "
+            f"{counts}; {_plural(len(doc['sections']), 'section')})"
+        )
+
+
+def _print_entities(report: dict) -> None:
+    for doc in report["documents"]:
+        found = f"{len(doc['entities'])} watchlist entit{'y' if len(doc['entities']) == 1 else 'ies'}"
+        sents, pairs = _plural(len(doc["sentences"]), "sentence"), _plural(len(doc["pairs"]), "pair")
+        print(f"{doc['source']}: {sents}; {found} named in {pairs}")
+    for e in report["entities"]:
+        counts = ", ".join(f"{v} {k}" for k, v in e["counts"].items())
+        print(
+            f"  {e['entity']}: {e['label']} ({e['score']:+.3f}; {_plural(e['mentions'], 'mention')} in "
+            f"{_plural(e['documents'], 'document')}: {counts})"
+        )
+    if not report["entities"]:
+        print(f"none of the {report['watchlist']} watchlist entities is named in the documents")
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
@@ -41,9 +80,14 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     cfg = from_args(AnalyzeConfig, args)
     if cfg.output:
         output_format(cfg.output)
-        if any(os.path.realpath(cfg.output) == os.path.realpath(p) for p in cfg.inputs):
-            raise FinsentError(f"--output {cfg.output}: is an input document; write the report to another file")
+        out = os.path.realpath(cfg.output)
+        same = [p for p in [*cfg.inputs, cfg.entities or ""] if p and out == os.path.realpath(p)]
+        if same:
+            what = "the watchlist" if same[0] == cfg.entities else "an input document"
+            raise FinsentError(f"--output {cfg.output}: is {what}; write the report to another file")
     analysis.check_questions(cfg.ask, cfg.top_k)
+    if cfg.entities and cfg.ask:
+        raise FinsentError("--ask: questions are answered with a sentence-level run; leave out --entities to ask")
     report = _report(cfg, args)
     if not cfg.output:
         from finsent.core.serialization import dumps
@@ -51,12 +95,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         print(dumps(report))
         return 0
     write_report(report, cfg.output, raw_csv=cfg.raw_csv)
-    for doc in report["documents"]:
-        counts = ", ".join(f"{v} {k}" for k, v in doc["counts"].items())
-        print(
-            f"{doc['source']}: {doc['label']} ({doc['score']:+.3f}; {_plural(len(doc['sentences']), 'sentence')}: "
-            f"{counts}; {_plural(len(doc['sections']), 'section')})"
-        )
+    (_print_entities if report.get("task") == "entity" else _print_documents)(report)
     if cfg.index:
         print(
             f"{_plural(len(cfg.ask), 'question')} answered from {_plural(report['index']['sentences'], 'sentence')} in {cfg.index}"
@@ -79,7 +118,10 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub, common: argparse.ArgumentParser) -> None:
-    analyze_help = "sentence sentiment, section and document aggregates and evidence for long documents"
+    analyze_help = (
+        "sentence sentiment, section and document aggregates and evidence for long documents; with an entity run and "
+        "--entities, per-entity sentiment"
+    )
     add_command(sub, "analyze", analyze_help, cmd_analyze, AnalyzeConfig, PredictorOptions, parents=[common])
     index_help = "embed every sentence of a folder of documents into a faiss index for --ask"
     add_command(sub, "index", index_help, cmd_index, IndexConfig, parents=[common])

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from finsent.apps.cli.flags import add_command, from_args
 from finsent.apps.configs import ExportOnnxConfig, PredictConfig, ServeConfig
+from finsent.apps.entity_predict import EntityOptions
 from finsent.core.errors import FinsentError
 from finsent.core.logs import LOGGER
 from finsent.inference.factory import PredictorOptions
@@ -32,22 +33,35 @@ def predictor_for(args: argparse.Namespace, model_dir: str | None = None):
     return predictor
 
 
-def cmd_predict(args: argparse.Namespace) -> int:
+def _predict_source(cfg: PredictConfig):
+    """The sentences to score: --input, arguments, or stdin."""
     from finsent.apps import predict
 
-    cfg = from_args(PredictConfig, args)
-    if cfg.texts and cfg.input:
-        raise FinsentError("give sentences as arguments or --input FILE, not both")
     if cfg.input:
-        source = predict.open_file(cfg.input, cfg.text_column)
-    elif cfg.texts:
-        source = predict.open_args(cfg.texts)
-    elif sys.stdin is None or sys.stdin.isatty():
+        return predict.open_file(cfg.input, cfg.text_column)
+    if cfg.texts:
+        return predict.open_args(cfg.texts)
+    if sys.stdin is None or sys.stdin.isatty():
         raise FinsentError(
             "nothing to score: give sentences as arguments, --input FILE (csv, tsv, json, jsonl, parquet or txt), or pipe them on stdin, one a line"
         )
-    else:
-        source = predict.open_stdin()
+    return predict.open_stdin()
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from finsent.apps import entity_predict, predict
+
+    cfg = from_args(PredictConfig, args)
+    entities = from_args(EntityOptions, args)
+    if cfg.texts and cfg.input:
+        raise FinsentError("give sentences as arguments or --input FILE, not both")
+    extra_runs = [d for d in (args.cascade, args.early_exit_dir) if d and Path(d).is_dir()]
+    fmt = entity_predict.check_task(entities, cfg.model_dir, *extra_runs)  # before the model and input are read
+    watchlist = entity_predict.load_watchlist(entities, bool(cfg.input)) if fmt is not None else None
+    source = _predict_source(cfg)
+    pairs = entity_predict.PairCount()
+    if fmt is not None:
+        source = entity_predict.pair_source(source, fmt, entities, watchlist, pairs)
     predictor = predictor_for(args)
     summary = predict.run(
         predictor,
@@ -57,9 +71,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
         show_progress=not cfg.quiet and not cfg.texts,
         raw_csv=cfg.raw_csv,
     )
+    _predict_notes(cfg, entities, predictor, summary, pairs.rows if fmt is not None else None)
+    return 0
+
+
+def _predict_notes(cfg: PredictConfig, entities, predictor, summary, input_rows: int | None) -> None:
+    """What was scored, and the rows left unscored, one line each on stderr."""
     if cfg.output:
+        what = (
+            f"{summary.rows} rows"
+            if input_rows is None
+            else f"{summary.rows} (text, entity) rows from {input_rows} input rows"
+        )
         print(
-            f"scored {summary.scored} of {summary.rows} rows with {predictor.info.version} ({predictor.backend_name}) -> {cfg.output}",
+            f"scored {summary.scored} of {what} with {predictor.info.version} ({predictor.backend_name}) -> {cfg.output}",
             file=sys.stderr,
         )
     if summary.empty:
@@ -67,12 +92,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
             f"finsent: note: {summary.empty} rows had an empty {cfg.text_column!r} and were not scored (e.g. {', '.join(summary.empty_where)})",
             file=sys.stderr,
         )
+    if summary.no_entity:
+        why = (
+            f"named no entity of the watchlist {entities.entities}"
+            if entities.entities is not None
+            else f"had an empty {entities.entity_column!r}"
+        )
+        print(f"finsent: note: {summary.no_entity} rows {why}; kept once each with empty predictions", file=sys.stderr)
     if summary.truncated:
         print(
             f"finsent: note: {summary.truncated} texts were longer than {predictor.info.max_length} tokens and were truncated (column 'truncated')",
             file=sys.stderr,
         )
-    return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -138,8 +169,11 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
 
 def add_commands(sub, common: argparse.ArgumentParser) -> None:
     on = {"parents": [common]}
-    predict_help = "score sentences from arguments, stdin or a table (csv, tsv, json, jsonl, parquet, txt)"
-    add_command(sub, "predict", predict_help, cmd_predict, PredictConfig, PredictorOptions, **on)
+    predict_help = (
+        "score sentences from arguments, stdin or a table (csv, tsv, json, jsonl, parquet, txt); an entity run scores "
+        "(text, entity) pairs from --entity_column or a watchlist (--entities)"
+    )
+    add_command(sub, "predict", predict_help, cmd_predict, PredictConfig, EntityOptions, PredictorOptions, **on)
     serve_help = (
         "HTTP API: POST /predict, /invocations, /analyze, GET /health, /ping, /metadata, /metrics, docs at /docs"
     )

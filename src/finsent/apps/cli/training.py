@@ -28,19 +28,27 @@ def cmd_distill(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from finsent.data.corpus import load_data
+    from finsent.data.corpus import load_data, load_entity_data
+    from finsent.data.entities import ENTITY
     from finsent.inference.factory import build_predictor
-    from finsent.runs.folder import EVALUATION_LOG, RESULTS
+    from finsent.runs.folder import EVALUATION_LOG, RESULTS, read_model_info
     from finsent.training.evaluation import evaluate_run
 
     cfg = from_args(EvaluateConfig, args)
-    data = load_data(cfg.data_path, cfg.agreement, cfg.text_column, cfg.label_column)
+    entity = read_model_info(cfg.model_dir).task == ENTITY  # an entity run is scored on (text, entity) pairs
+    if entity:
+        data = load_entity_data(cfg.data_path, cfg.text_column, cfg.label_column, cfg.entity_column)
+    else:
+        data = load_data(cfg.data_path, cfg.agreement, cfg.text_column, cfg.label_column)
     out = Path(cfg.output_dir) if cfg.output_dir else Path(cfg.model_dir) / "eval"
     predictor = build_predictor(cfg.model_dir, PredictorOptions(backend="torch", device=args.device))
     results = evaluate_run(predictor, data, out, cfg.low_confidence, cfg.high_confidence)
     print(
-        f"accuracy {results['accuracy']:.4f}  macro-F1 {results['macro_f1']:.4f}  ECE {results['ece']:.4f} on {len(data)} sentences"
+        f"accuracy {results['accuracy']:.4f}  macro-F1 {results['macro_f1']:.4f}  ECE {results['ece']:.4f} on {len(data)} "
+        + ("(text, entity) pairs" if entity else "sentences")
     )
+    if results.get("mixed_accuracy") is not None:
+        print(f"  mixed_accuracy {results['mixed_accuracy']:.4f} on {results['n_mixed']} entities of mixed-label texts")
     for name, part in results.get("per_source", {}).items():
         print(
             f"  {name}: accuracy {part['accuracy']:.4f}  macro-F1 {part['macro_f1']:.4f} on {part['n_test']} sentences"

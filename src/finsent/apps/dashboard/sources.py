@@ -49,17 +49,19 @@ def confusion_counts(log: pd.DataFrame) -> list[list[int]]:
     return table.astype(int).to_numpy().tolist()
 
 
-def _cells(m: dict) -> list[str]:
+def _cells(m: dict, entity: bool = False) -> list[str]:
     return [
         fmt(m.get("accuracy")),
         fmt(m.get("macro_f1")),
         fmt(m.get("ece")),
         *(fmt(m.get(k), ",.0f") for k in COUNT_KEYS),
+        *([fmt(m.get("mixed_accuracy"))] if entity else []),
     ]
 
 
-def sources_view(run: Run, i: int) -> dict:
-    """The Sources tab of one run: a row of metrics and a confusion matrix per source, the pooled row below."""
+def sources_view(run: Run, i: int, entity: bool = False) -> dict:
+    """The Sources tab of one run: a row of metrics and a confusion matrix per source, the pooled row below; an
+    entity run's rows add the accuracy on the entities of mixed-label texts."""
     found = source_metrics(run)
     source = run.log["source"].astype(str)
     charts = []
@@ -70,8 +72,9 @@ def sources_view(run: Run, i: int) -> dict:
             charts.append(plot_div(fig, f"sources-confusion-{i}-{k}"))
     return {
         "names": list(found),
-        "rows": [{"name": name, "cells": _cells(m)} for name, m in found.items()],
-        "pooled": _cells(run.results) if len(found) > 1 else None,
+        "rows": [{"name": name, "cells": _cells(m, entity)} for name, m in found.items()],
+        "pooled": _cells(run.results, entity) if len(found) > 1 else None,
+        "entity": entity,
         "charts": charts,
         "missing": [name for name in found if not (source == name).any()],
     }

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from markupsafe import Markup
 
+from finsent.apps.dashboard.entities import is_entity_run, mixed_kpi, mixed_view
 from finsent.apps.dashboard.figures import (
     ERROR_COLORS,
     ERROR_ORDER,
@@ -71,12 +72,13 @@ def run_heading(run: Run) -> dict:
     }
 
 
-def overview_view(run: Run, i: int, cal: dict | None) -> dict:
+def overview_view(run: Run, i: int, cal: dict | None, entity: bool = False) -> dict:
     r = run.results
     n_test = r.get("n_test", len(run.log))
     kpis = [
         kpi("Accuracy", fmt(r["accuracy"]), f"{int(run.log['is_correct'].sum())} of {len(run.log)} right", "accuracy"),
         kpi("Macro-F1", fmt(r["macro_f1"]), "mean F1 of the 3 classes", "macro_f1"),
+        *([mixed_kpi(run)] if entity else []),
         kpi("Average confidence", fmt(r.get("avg_confidence")), "mean top-class probability", "avg_confidence"),
         kpi("ECE", fmt(r["ece"]), f"after temperature scaling {fmt(cal['ece_after'])}" if cal else "15 bins", "ece"),
         kpi(
@@ -100,7 +102,8 @@ def overview_view(run: Run, i: int, cal: dict | None) -> dict:
     return {"kpis": kpis, "charts": charts}
 
 
-def errors_view(run: Run, i: int) -> dict:
+def errors_view(run: Run, i: int, entity: bool = False) -> dict:
+    """The Errors tab: error types, the errors table (with the entity of an entity run) and its mixed-label view."""
     log = run.log
     counts = log["error_type"].value_counts()
     errors = log[log["error_type"] != "Correct"].copy()
@@ -123,6 +126,7 @@ def errors_view(run: Run, i: int) -> dict:
                 "margin": float(e["margin"]),
                 "id": int(e["sample_id"]),
                 "source": str(e["source"]),
+                "entity": str(e.get("entity", "")),
                 "text": e["text"],
             }
             for _, e in errors.iterrows()
@@ -130,6 +134,8 @@ def errors_view(run: Run, i: int) -> dict:
         "types": [t for t in ERROR_ORDER if t != "Correct"],
         "labels": LABELS,
         "sources": log_sources(log),
+        "entity": entity,
+        "mixed": mixed_view(run) if entity else None,
     }
 
 
@@ -164,8 +170,9 @@ def calibration_view(run: Run, i: int, cal: dict | None) -> dict | None:
     return {"kpis": kpis, "charts": charts}
 
 
-def data_quality_view(run: Run, i: int) -> dict:
+def data_quality_view(run: Run, i: int, entity: bool = False) -> dict:
     issues = label_issues(run.log)
+    entity_of = dict(zip(run.log["sample_id"], run.log["entity"].astype(str))) if entity else {}
     quality = label_quality_scores(run.y_true, run.probs)
     flagged = run.log["sample_id"].isin(issues["sample_id"]).to_numpy()
     rows = [
@@ -176,6 +183,7 @@ def data_quality_view(run: Run, i: int) -> dict:
             x.suggested_label,
             f"{x.suggested_confidence:.3f}",
             str(int(x.sample_id)),
+            *([entity_of.get(x.sample_id, "")] if entity else []),
             x.text,
         ]
         for x in issues.itertuples()
@@ -192,7 +200,7 @@ def data_quality_view(run: Run, i: int) -> dict:
             "suggested label",
             "confidence in suggestion",
             "id",
-            "sentence",
+            *(["entity", "text"] if entity else ["sentence"]),
         ],
         "rows": rows,
     }
@@ -232,6 +240,7 @@ def comparison_view(runs: list[Run], cals: list[dict | None]) -> dict | None:
                 "counts": counts,
                 "n": len(changes),
                 "other": o.label,
+                "entity": is_entity_run(base) or is_entity_run(o),
                 "flips": list(comparison.flipped(changes).itertuples()),
             }
         )
@@ -260,14 +269,15 @@ def build_html(
     from finsent import __version__ as finsent_version
 
     cals = [run_calibration(r.results, r.val_logits, r.probs, r.y_true) for r in runs]
+    entity = [is_entity_run(r) for r in runs]
     panels = [
         {
             "heading": run_heading(run),
-            "overview": overview_view(run, i, cal),
-            "sources": sources_view(run, i),
-            "errors": errors_view(run, i),
+            "overview": overview_view(run, i, cal, entity[i]),
+            "sources": sources_view(run, i, entity[i]),
+            "errors": errors_view(run, i, entity[i]),
             "calibration": calibration_view(run, i, cal),
-            "data_quality": data_quality_view(run, i),
+            "data_quality": data_quality_view(run, i, entity[i]),
         }
         for i, (run, cal) in enumerate(zip(runs, cals))
     ]
