@@ -309,6 +309,61 @@ def _read_entity_table(path: Path, text_column: str, label_column: str, entity_c
     return out
 
 
+def _entity_records(spec, text_column: str, label_column: str, entity_column: str) -> tuple[list, dict]:
+    """One entity source's records (text, [(entity, label)]) and what describes it (name, path, digest, format)."""
+    name, path = _resolve(spec)
+    if path.is_file() and _is_mix(path):
+        raise FinsentError(f"{path}: mix files are for sentence-level runs; give the entity corpora as --data_path")
+    corpus = corpora.recognise(path)
+    if corpus is not None and corpus.name in corpora.ENTITY_READERS:
+        records = corpora.ENTITY_READERS[corpus.name](path)
+        return records, {
+            "name": corpus.name,
+            "path": str(path.resolve()),
+            "sha256": _digest(path),
+            "format": corpus.name,
+        }
+    if path.is_file() and table_format(path) in TABLE_FORMATS:
+        records = _read_entity_table(path, text_column, label_column, entity_column)
+        name = name or tables.base_name(path.name)
+        return records, {"name": name, "path": str(path.resolve()), "sha256": sha256_of(path), "format": "table"}
+    known = ", ".join(corpora.ENTITY_READERS)
+    raise FinsentError(
+        f"{path}: no entity labels in it; --task entity reads {known} or a table with text, entity and label columns"
+    )
+
+
+def _entity_source(records: list, about: dict, seen_texts: set[str]) -> LabelledData:
+    """One entity source's rows: a pair once, conflicting pairs dropped, texts of earlier sources skipped."""
+    labels_of: dict[tuple[str, str], set[int]] = {}
+    for text, pairs in records:
+        for entity, label in pairs:
+            labels_of.setdefault((normalise(text), normalise(entity)), set()).add(label)
+    rows, kept, dropped_texts = [], set(), set()
+    for text, pairs in records:
+        if not text or normalise(text) in seen_texts:
+            dropped_texts.add(normalise(text))
+            continue
+        for entity, label in pairs:
+            key = (normalise(text), normalise(entity))
+            if entity and len(labels_of[key]) == 1 and key not in kept:
+                kept.add(key)
+                rows.append((text, entity, label))
+    n_raw = sum(len(p) for _, p in records)
+    conflicts = sum(len(v) > 1 for v in labels_of.values())
+    source = {
+        **about,
+        "agreement": None,
+        "n_raw": n_raw,
+        "duplicates_removed": n_raw - len(rows) - conflicts,
+        "conflicts_removed": conflicts,
+        "texts_in_earlier_sources": len(dropped_texts - {""}),
+        "label_counts": dict(Counter(LABELS[r[2]] for r in rows)),
+    }
+    texts, entities, labels = [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]
+    return LabelledData(texts, labels, source, [about["name"]] * len(rows), None, entities)
+
+
 def load_entity_data(
     data_path, text_column: str = "text", label_column: str = "label", entity_column: str = "entity"
 ) -> LabelledData:
@@ -317,62 +372,9 @@ def load_entity_data(
     in an earlier source is not read again from a later one (so no text can reach two splits)."""
     parts, seen_texts = [], set()
     for spec in _as_list(data_path):
-        name, path = _resolve(spec)
-        if path.is_file() and _is_mix(path):
-            raise FinsentError(f"{path}: mix files are for sentence-level runs; give the entity corpora as --data_path")
-        corpus = corpora.recognise(path)
-        if corpus is not None and corpus.name in corpora.ENTITY_READERS:
-            records, kind, digest, name = (
-                corpora.ENTITY_READERS[corpus.name](path),
-                corpus.name,
-                _digest(path),
-                corpus.name,
-            )
-        elif path.is_file() and table_format(path) in TABLE_FORMATS:
-            records, kind, digest = (
-                _read_entity_table(path, text_column, label_column, entity_column),
-                "table",
-                sha256_of(path),
-            )
-            name = name or tables.base_name(path.name)
-        else:
-            known = ", ".join(corpora.ENTITY_READERS)
-            raise FinsentError(
-                f"{path}: no entity labels in it; --task entity reads {known} or a table with text, entity and label columns"
-            )
-        labels_of: dict[tuple[str, str], set[int]] = {}
-        for text, pairs in records:
-            for entity, label in pairs:
-                labels_of.setdefault((normalise(text), normalise(entity)), set()).add(label)
-        rows, kept, dropped_texts = [], set(), set()
-        for text, pairs in records:
-            if not text or normalise(text) in seen_texts:
-                dropped_texts.add(normalise(text))
-                continue
-            for entity, label in pairs:
-                key = (normalise(text), normalise(entity))
-                if entity and len(labels_of[key]) == 1 and key not in kept:
-                    kept.add(key)
-                    rows.append((text, entity, label))
-        seen_texts |= {normalise(t) for t, _, _ in rows}
-        n_raw = sum(len(p) for _, p in records)
-        source = {
-            "name": name,
-            "path": str(path.resolve()),
-            "sha256": digest,
-            "format": kind,
-            "agreement": None,
-            "n_raw": n_raw,
-            "duplicates_removed": n_raw - len(rows) - sum(len(v) > 1 for v in labels_of.values()),
-            "conflicts_removed": sum(len(v) > 1 for v in labels_of.values()),
-            "texts_in_earlier_sources": len(dropped_texts - {""}),
-            "label_counts": dict(Counter(LABELS[r[2]] for r in rows)),
-        }
-        parts.append(
-            LabelledData(
-                [r[0] for r in rows], [r[2] for r in rows], source, [name] * len(rows), None, [r[1] for r in rows]
-            )
-        )
+        part = _entity_source(*_entity_records(spec, text_column, label_column, entity_column), seen_texts)
+        seen_texts |= {normalise(t) for t in part.texts}
+        parts.append(part)
     if len(parts) == 1:
         return parts[0]
     source = {
