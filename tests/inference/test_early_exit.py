@@ -182,7 +182,7 @@ def test_an_export_without_segments_and_a_run_without_exits_are_one_line(exporte
 
     copy = tmp_path / "student"
     shutil.copytree(exported, copy)
-    for name in segment_files(2, int8=True):
+    for name in segment_files(2, int8=True) + segment_files(2, int8=False):  # the tuned engine may run either
         (copy / "onnx" / name).unlink()
     assert main(["predict", "--model_dir", str(copy), "--backend", "onnx", "--early_exit", "Sales rose ."]) == 2
     err = capsys.readouterr().err.strip()

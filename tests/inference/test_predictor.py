@@ -132,7 +132,8 @@ def test_export_writes_fused_fp32_and_int8_with_metadata(onnx_run):
 
     out = onnx_run / "onnx"
     info = json.loads((out / "export.json").read_text())
-    assert info["files"] == ["model.onnx", "model.int8.onnx"]
+    assert info["files"] == ["model.onnx", "model.int8.onnx", "model.ort.int8.onnx"]
+    assert info["ort_quantization"]["method"] == "onnxruntime.quantize_dynamic"
     assert info["fp32_max_abs_logit_diff"] < 1e-3
     q = info["quantization"]
     assert q["method"] == "nncf.quantize" and q["format"] == "QDQ"
@@ -213,15 +214,15 @@ def test_export_when_the_training_data_moved(onnx_run, tmp_path, phrasebank_zip)
     results = json.loads((run / "results.json").read_text())
     results["data"]["path"] = str(tmp_path / "gone.zip")
     (run / "results.json").write_text(json.dumps(results))
-    proc = finsent_subprocess("export-onnx", "--model_dir", str(run))
+    proc = finsent_subprocess("export-onnx", "--model_dir", str(run), "--no_tune")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("finsent: error: ") and "pass --data_path or --no_quantize" in last, proc.stderr
     assert not (run / "onnx").exists()  # nothing half-written
-    proc = finsent_subprocess("export-onnx", "--model_dir", str(run), "--data_path", str(phrasebank_zip))
+    proc = finsent_subprocess("export-onnx", "--model_dir", str(run), "--data_path", str(phrasebank_zip), "--no_tune")
     assert proc.returncode == 0, proc.stderr
     info = json.loads((run / "onnx" / "export.json").read_text())
-    assert info["quantization"]["calibration_sentences"] == 256
+    assert info["quantization"]["calibration_sentences"] == 256 and "engine" not in info
 
 
 def test_an_export_from_an_earlier_finsent_is_named_on_openvino(onnx_run, tmp_path, capsys):
@@ -262,9 +263,11 @@ def test_stale_export_is_refused(onnx_run, tmp_path):
 
 
 def test_backend_auto_picks_a_fresh_int8_export_else_torch(onnx_run, lora_run, tmp_path, test_texts):
+    from finsent.inference.engines import tuned_engine
     from finsent.inference.factory import PredictorOptions, build_predictor, resolve_backend
 
-    assert resolve_backend(onnx_run)[0] == "onnx"
+    assert resolve_backend(onnx_run)[0] in ("onnx", "torch")  # torch where the tuner found torch-bf16 fastest
+    assert resolve_backend(onnx_run, "onnx")[0] == "onnx"
     assert resolve_backend(lora_run)[0] == "torch"  # no export
     assert resolve_backend(onnx_run, "auto", "cuda")[0] == "torch"  # only torch runs on a GPU
     assert resolve_backend(onnx_run, "torch")[0] == "torch"
@@ -274,9 +277,11 @@ def test_backend_auto_picks_a_fresh_int8_export_else_torch(onnx_run, lora_run, t
     weights.write_bytes(weights.read_bytes()[:-1] + b" ")
     backend, why = resolve_backend(stale)
     assert backend == "torch" and "no fresh model.int8.onnx export" in why
-    auto = build_predictor(onnx_run)
-    assert auto.backend_name == "onnx" and auto.metadata()["backend_choice"]["requested"] == "auto"
-    expected = Predictor(onnx_run, "onnx").predict(test_texts[:8])
+    auto = build_predictor(onnx_run)  # the engine export-onnx tuned for this CPU
+    assert auto.metadata()["backend_choice"]["requested"] == "auto"
+    tuned = tuned_engine(onnx_run / "onnx")[0]
+    assert auto.backend_name == tuned.backend
+    expected = Predictor(onnx_run, **tuned.predictor_kwargs()).predict(test_texts[:8])
     assert auto.predict(test_texts[:8]) == expected
     assert build_predictor(onnx_run, PredictorOptions(backend="torch")).backend_name == "torch"
 
@@ -285,6 +290,7 @@ def test_predict_says_once_which_backend_auto_chose(onnx_run, test_texts):
     proc = finsent_subprocess("predict", "--model_dir", str(onnx_run), *test_texts[:3])
     assert proc.returncode == 0, proc.stderr
     said = [line for line in proc.stderr.splitlines() if "backend" in line]
-    assert len(said) == 1 and said[0].startswith("finsent: backend onnx (auto: the int8 export"), proc.stderr
+    assert len(said) == 1 and said[0].startswith("finsent: backend "), proc.stderr
+    assert "(auto: the engine tuned for " in said[0], proc.stderr
     proc = finsent_subprocess("predict", "--model_dir", str(onnx_run), "--backend", "torch", *test_texts[:3])
     assert proc.returncode == 0 and "backend" not in proc.stderr

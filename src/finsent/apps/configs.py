@@ -169,6 +169,37 @@ class ExportOnnxConfig:
             "results.json)"
         ),
     )
+    no_tune: bool = field(
+        default=False,
+        metadata=_help(
+            "skip choosing the engine for this CPU (then --backend onnx runs int8 on OpenVINO; `finsent tune-engine` "
+            "chooses later)"
+        ),
+    )
+
+
+@dataclass
+class TuneEngineConfig:
+    model_dir: str = field(metadata=_help("a training run folder with an export (`finsent export-onnx`)"))
+    export_dir: str | None = field(default=None, metadata=_help("the export folder (default: <model_dir>/onnx)"))
+    data_path: str | None = field(
+        default=None,
+        metadata=_help("the run's training data, for its held-out sentences (default: the path in its results.json)"),
+    )
+    engines: list[str] = field(
+        default_factory=list,
+        metadata=_help("the engines to try (default: every engine this CPU can run)", nargs="*", metavar="ENGINE"),
+    )
+    seconds: float = field(default=2.0, metadata=_help("seconds each engine is timed (default: %(default)s)"))
+    threads: int | None = field(default=None, metadata=_help("CPU threads (default: all cores)"))
+
+    def __post_init__(self):
+        from finsent.inference.engines import engine
+
+        for name in self.engines:
+            engine(name)
+        if self.seconds <= 0:
+            raise FinsentError(f"--seconds {self.seconds}: must be above 0")
 
 
 @dataclass

@@ -47,10 +47,16 @@ class ScoreConfig:
     )
     backend: Literal["auto", "torch", "onnx"] = field(
         default="auto",
-        metadata={"help": "auto (the run's fresh int8 export, else torch), torch or onnx (default: %(default)s)"},
+        metadata={
+            "help": "auto (the run's fresh export on its fastest ONNX engine for this CPU, else torch), torch or onnx "
+            "(default: %(default)s)"
+        },
     )
-    onnx_runtime: Literal["openvino", "onnxruntime"] = field(
-        default="openvino", metadata={"help": "what runs --backend onnx (default: %(default)s)"}
+    onnx_runtime: Literal["openvino", "onnxruntime"] | None = field(
+        default=None,
+        metadata={
+            "help": "what runs --backend onnx (default: the engine export-onnx tuned for the CPU, else openvino)"
+        },
     )
     text_column: str = field(
         default="text", metadata={"help": "the column holding the sentence (default: %(default)s)"}
@@ -86,7 +92,7 @@ class ScoreConfig:
     def __post_init__(self):
         from finsent.inference.backends import BACKENDS, ONNX_RUNTIMES
 
-        if self.onnx_runtime not in ONNX_RUNTIMES:
+        if self.onnx_runtime is not None and self.onnx_runtime not in ONNX_RUNTIMES:
             raise FinsentError(f"--onnx_runtime {self.onnx_runtime!r}: expected one of {', '.join(ONNX_RUNTIMES)}")
         if self.engine not in ENGINES:
             raise FinsentError(f"--engine {self.engine!r}: expected one of {', '.join(ENGINES)}")
@@ -214,22 +220,28 @@ def prediction_columns(labels, input_columns) -> list[str]:
     return list(output_columns(labels, input_columns)[0].values())
 
 
-def score_table(predictor, table, text_column: str):
-    """The table with label, confidence, prob_<label> and truncated appended; empty texts get nulls."""
-    table = table.replace_schema_metadata(None)  # e.g. pandas' index notes, which no longer describe the table
-    return append_predictions(predictor, table, table.column(text_column).to_pylist())
+def table_inputs(table, text_column: str):
+    """A chunk ready to score: the table (pandas' index notes, which no longer describe it, dropped) and its texts."""
+    table = table.replace_schema_metadata(None)
+    return table, table.column(text_column).to_pylist()
 
 
-def append_predictions(predictor, table, texts: list):
-    """The table with the prediction columns of each row's model input appended; None or blank inputs get nulls."""
+def score_inputs(predictor, inputs: list):
+    """The Scores of the inputs that are neither None nor blank, in order; None where there are none."""
+    keep = [t for t in inputs if t is not None and t.strip()]
+    return predictor.score(keep) if keep else None
+
+
+def append_scores(table, inputs: list, scores, labels):
+    """The table with label, confidence, prob_<label> and truncated appended from score_inputs' `scores` of its rows'
+    model `inputs`; None or blank inputs get nulls."""
     import pyarrow as pa
 
-    keep = np.array([i for i, t in enumerate(texts) if t is not None and t.strip()], dtype=np.int64)
-    n, labels = len(texts), predictor.labels
+    keep = np.array([i for i, t in enumerate(inputs) if t is not None and t.strip()], dtype=np.int64)
+    n = len(inputs)
     probs = np.zeros((n, len(labels)))
     truncated = np.zeros(n, dtype=bool)
     if len(keep):
-        scores = predictor.score([texts[i] for i in keep])
         probs[keep], truncated[keep] = scores.probs, scores.truncated
     missing = np.ones(n, dtype=bool)
     missing[keep] = False

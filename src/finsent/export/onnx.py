@@ -18,6 +18,7 @@ from finsent.export.graphs import (
     QUANTIZATION,
     _encode,
     build_int8,
+    build_ort_int8,
     calibration_texts,
     check_parity,
     export_fp32,
@@ -27,6 +28,7 @@ from finsent.runs.folder import (
     ONNX_DIR,
     ONNX_FP32,
     ONNX_INT8,
+    ONNX_ORT_INT8,
     RUN_METADATA_FILES,
     read_model_info,
     weights_digest,
@@ -39,8 +41,10 @@ def export_onnx(
     output_dir: str | Path | None = None,
     quantize: bool = True,
     data_path: str | Path | None = None,
+    tune: bool = True,
 ) -> dict:
-    """Write `<model_dir>/onnx/`: the fp32 and int8 ONNX models, the tokenizer, the run's metadata and the export info.
+    """Write `<model_dir>/onnx/`: the fp32 and int8 ONNX models, the tokenizer, the run's metadata and the export info,
+    then tune the engine for this CPU (finsent.export.tuning; not without quantize or with tune=False).
 
     int8 is calibrated on sentences of `data_path`, by default the run's own training data (its training split)."""
     from finsent.models.exits import load_exits
@@ -67,13 +71,15 @@ def export_onnx(
             )
         files = [ONNX_FP32]
         quantized: dict = {}
+        ort_quantized: dict | None = None
         if quantize:
             feeds = [
                 _encode(tokenizer, calibration[i : i + 32], names, info.max_length)
                 for i in range(0, len(calibration), 32)
             ]
             quantized = build_int8(tmp / "plain.onnx", tmp / ONNX_INT8, feeds)
-            files.append(ONNX_INT8)
+            ort_quantized = build_ort_int8(tmp / "plain.onnx", tmp / ONNX_ORT_INT8, model.config, feeds)
+            files += [ONNX_INT8, ONNX_ORT_INT8]
         segments = None
         if exits is not None:
             segments = export_exit_segments(  # the parity check is done with reference: cut it into segments
@@ -99,8 +105,13 @@ def export_onnx(
         "fused_nodes": fused,
         "fp32_max_abs_logit_diff": diff,
         "quantization": {**QUANTIZATION, **quantized, "calibration_sentences": len(calibration)} if quantize else None,
+        "ort_quantization": ort_quantized,
         **({"early_exit_segments": segments} if segments else {}),
         "created_at": dt.datetime.now(dt.timezone.utc),
     }
     write_export_info(out, export)
+    if tune and quantize:  # the fastest engine on this CPU that agrees with fp32 PyTorch becomes the default
+        from finsent.export.tuning import tune_engine
+
+        export["engine"] = tune_engine(model_dir, out, data_path=data_path)
     return {**export, "output_dir": str(out)}

@@ -13,6 +13,7 @@ from finsent.runs.folder import ONNX_DIR, ONNX_INT8, WEIGHT_FILES, read_export_i
 BACKENDS = ("torch", "onnx")
 ONNX_RUNTIMES = ("openvino", "onnxruntime")  # what runs --backend onnx; the first is the default
 DEVICES = ("cpu", "cuda")
+PRECISIONS = ("fp32", "bf16")  # what the products outside int8 run in on the CPU (bf16: OpenVINO or torch/oneDNN)
 PICKLE_FILES = ("adapter_model.bin", "pytorch_model.bin")
 
 
@@ -39,14 +40,17 @@ def check_onnx_fresh(model_dir: Path, onnx_path: Path) -> None:
         )
 
 
-def torch_device(device: str):
-    """(torch.device, dtype) for --device: fp32 on the CPU; on a CUDA GPU bf16 where it is supported, else fp16."""
+def torch_device(device: str, precision: str = "fp32"):
+    """(torch.device, dtype) for --device: fp32 on the CPU (bf16 where asked: oneDNN's AMX/AVX512-BF16 kernels); on a
+    CUDA GPU bf16 where it is supported, else fp16."""
     import torch
 
     if device not in DEVICES:
         raise FinsentError(f"--device {device!r}: expected one of {', '.join(DEVICES)}")
+    if precision not in PRECISIONS:
+        raise FinsentError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
     if device == "cpu":
-        return torch.device("cpu"), torch.float32
+        return torch.device("cpu"), torch.bfloat16 if precision == "bf16" else torch.float32
     if not torch.cuda.is_available():
         raise FinsentError(
             "--device cuda: PyTorch sees no CUDA GPU here (torch.cuda.is_available() is False); use --device cpu"
@@ -55,16 +59,17 @@ def torch_device(device: str):
 
 
 class TorchBackend:
-    """The merged PyTorch model (safetensors only), fp32 on the CPU or bf16/fp16 on a CUDA GPU."""
+    """The merged PyTorch model (safetensors only), fp32 (or bf16) on the CPU or bf16/fp16 on a CUDA GPU."""
 
     name = "torch"
 
-    def __init__(self, model_dir: Path, num_threads: int | None = None, device: str = "cpu"):
+    def __init__(self, model_dir: Path, num_threads: int | None = None, device: str = "cpu", precision: str = "fp32"):
         import torch
 
         from finsent.models.loading import load_trained
 
-        self.device, self.dtype = torch_device(device)
+        self.device, self.dtype = torch_device(device, precision)
+        self.precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.dtype, "fp32")
         if num_threads:
             torch.set_num_threads(num_threads)
         if not any((model_dir / n).is_file() for n in WEIGHT_FILES):
@@ -94,22 +99,31 @@ class TorchBackend:
 class OnnxBackend:
     """An exported ONNX model (int8 by default) on OpenVINO's CPU runtime, or on onnxruntime's CPU provider.
 
-    OpenVINO compiles the QDQ int8 graph into int8 kernels and runs it about twice as fast as onnxruntime
-    (bench/results/onnx_candidates.md); its precision is pinned to fp32 outside the int8 products, so that labels do
-    not depend on whether the CPU has bf16."""
+    OpenVINO compiles the QDQ int8 graph into int8 kernels; its precision is pinned to fp32 outside the int8 products
+    (so that labels do not depend on whether the CPU has bf16), unless precision="bf16" asks for bf16 (the engine tuner,
+    finsent.export.engines, checks such a choice against fp32 PyTorch before it becomes a run's default)."""
 
     name = "onnx"
 
-    def __init__(self, onnx_path: Path, num_threads: int | None = None, runtime: str = ONNX_RUNTIMES[0]):
+    def __init__(
+        self,
+        onnx_path: Path,
+        num_threads: int | None = None,
+        runtime: str = ONNX_RUNTIMES[0],
+        precision: str = "fp32",
+    ):
         from finsent.models.loading import load_tokenizer
 
         if runtime not in ONNX_RUNTIMES:
             raise FinsentError(f"--onnx_runtime {runtime!r}: expected one of {', '.join(ONNX_RUNTIMES)}")
+        if precision not in PRECISIONS or (precision == "bf16" and runtime != "openvino"):
+            raise FinsentError(f"precision {precision!r} on {runtime}: bf16 runs on OpenVINO only; expected fp32")
         self.path = onnx_path
         self.runtime = runtime
+        self.precision = precision
         try:
             if runtime == "openvino":
-                self._load_openvino(num_threads)
+                self._load_openvino(num_threads, precision)
             else:
                 self._load_onnxruntime(num_threads)
         except ImportError as e:
@@ -122,13 +136,13 @@ class OnnxBackend:
             ) from None
         self.tokenizer = load_tokenizer(str(onnx_path.parent))
 
-    def _load_openvino(self, num_threads: int | None) -> None:
+    def _load_openvino(self, num_threads: int | None, precision: str) -> None:
         import openvino as ov
 
         config = {
             "INFERENCE_NUM_THREADS": num_threads or 0,
             "PERFORMANCE_HINT": "LATENCY",
-            "INFERENCE_PRECISION_HINT": "f32",
+            "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
             # OpenVINO pins its threads to cores by default: two processes (Ray workers, a server beside a job) then
             # share the same cores while others idle
             "ENABLE_CPU_PINNING": False,

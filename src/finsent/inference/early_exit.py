@@ -132,7 +132,14 @@ class ExitBackend:
         return still
 
 
-def exit_backend(model_dir: Path, backend: str, num_threads: int | None, onnx_file: str, onnx_runtime: str):
+def exit_backend(
+    model_dir: Path,
+    backend: str,
+    num_threads: int | None,
+    onnx_file: str,
+    onnx_runtime: str,
+    precision: str = "fp32",
+):
     """An ExitBackend over the run's segments: PyTorch modules (torch) or compiled ONNX files (onnx)."""
     model_dir = Path(model_dir)
     spec = read_spec(model_dir)
@@ -156,8 +163,10 @@ def exit_backend(model_dir: Path, backend: str, num_threads: int | None, onnx_fi
     first = find_onnx(model_dir, onnx_file)
     check_onnx_fresh(model_dir, first)
     int8 = onnx_file.endswith(".int8.onnx")
-    chosen = (read_export_info(first.parent).get("early_exit_segments") or {}).get("int8_thresholds")
-    if int8 and chosen:  # chosen at export on the int8 segments themselves (their margins differ a little)
+    segments_info = read_export_info(first.parent).get("early_exit_segments") or {}
+    tuned = (segments_info.get("thresholds_by_engine") or {}).get(f"{onnx_runtime}-{'int8' if int8 else precision}")
+    chosen = tuned or (segments_info.get("int8_thresholds") if int8 else None)
+    if chosen:  # chosen on these segments on this engine (their margins differ a little from PyTorch's)
         spec = {**spec, "thresholds": chosen["thresholds"]}
     engines = []
     for name in segment_files(len(spec["layers"]), int8):
@@ -166,7 +175,7 @@ def exit_backend(model_dir: Path, backend: str, num_threads: int | None, onnx_fi
             raise FinsentError(
                 f"{path}: missing (an export made before the run had exits?); re-run `finsent export-onnx --model_dir {model_dir}`"
             )
-        engines.append(OnnxBackend(path, num_threads, onnx_runtime))
+        engines.append(OnnxBackend(path, num_threads, onnx_runtime, precision))
     tokenizer, names = engines[0].tokenizer, engines[0].input_names
     return ExitBackend(
         [e.outputs for e in engines], spec, engines[0].num_labels, tokenizer, names, f"onnx {onnx_runtime}"

@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Literal
 
 from finsent.core.errors import FinsentError
+from finsent.core.logs import warn
 from finsent.inference.backends import BACKENDS, DEVICES, ONNX_RUNTIMES, check_onnx_fresh, find_onnx
 from finsent.inference.cascade import CascadePredictor, early_exit_dir
+from finsent.inference.engines import EXIT_ENGINES, Engine, engine, stale_warning, tuned_engine
 from finsent.inference.predictor import Predictor
-from finsent.runs.folder import ONNX_INT8
+from finsent.runs.folder import ONNX_DIR, ONNX_INT8
 
 AUTO = "auto"
 BACKEND_CHOICES = (AUTO, *BACKENDS)
@@ -28,20 +30,29 @@ class PredictorOptions:
     backend: Literal["auto", "torch", "onnx"] = field(
         default=AUTO,
         metadata=_help(
-            "auto: the run's int8 export (finsent export-onnx) where it exists and matches the weights, else torch; "
-            "torch: the merged PyTorch model; onnx: the int8 export (default: %(default)s)"
+            "auto: the engine `finsent export-onnx` chose for this CPU where the run has an export that matches its "
+            "weights, else torch; torch: the merged PyTorch model (fp32); onnx: the fastest ONNX engine of the export "
+            "(default: %(default)s)"
         ),
     )
-    onnx_runtime: Literal["openvino", "onnxruntime"] = field(
-        default=ONNX_RUNTIMES[0],
+    engine: str | None = field(
+        default=None,
         metadata=_help(
-            "what runs the ONNX model: OpenVINO (about twice as fast on int8) or onnxruntime (default: %(default)s)"
+            "run this engine (openvino-int8, onnxruntime-int8, openvino-bf16, torch-bf16, openvino-fp32, "
+            "onnxruntime-fp32, torch-fp32) instead of the one `finsent export-onnx` / `tune-engine` chose for this CPU"
         ),
     )
-    onnx_file: str = field(
-        default=ONNX_INT8,
+    onnx_runtime: Literal["openvino", "onnxruntime"] | None = field(
+        default=None,
         metadata=_help(
-            "which file of the export runs --backend onnx: model.int8.onnx or model.onnx (fp32) (default: %(default)s)"
+            "what runs the ONNX model, OpenVINO or onnxruntime (default: the tuned engine's, else openvino)"
+        ),
+    )
+    onnx_file: str | None = field(
+        default=None,
+        metadata=_help(
+            "which file of the export runs --backend onnx: model.int8.onnx or model.onnx (fp32) (default: the tuned "
+            "engine's, else model.int8.onnx)"
         ),
     )
     batch_size: int | None = field(
@@ -90,27 +101,77 @@ class PredictorOptions:
             raise FinsentError(f"device {self.device!r}: expected one of {', '.join(DEVICES)}")
         if self.cascade and (self.early_exit or self.early_exit_dir):
             raise FinsentError("--cascade and --early_exit: pass one of them")
+        if self.engine is not None:
+            chosen = engine(self.engine)
+            if self.backend not in (AUTO, chosen.backend):
+                raise FinsentError(
+                    f"--engine {self.engine} runs on {chosen.backend}: leave out --backend {self.backend}"
+                )
+            if self.device != "cpu":
+                raise FinsentError(f"--engine {self.engine}: engines run on the CPU; leave out --device {self.device}")
 
 
-def resolve_backend(
-    model_dir: str | Path, backend: str = AUTO, device: str = "cpu", onnx_file: str = ONNX_INT8
-) -> tuple[str, str]:
-    """(backend, why): `auto` picks the run's int8 ONNX export where it exists and was made from the weights the run
-    holds now, else torch (and torch on a GPU)."""
-    if backend != AUTO:
-        return backend, "as asked"
-    if device != "cpu":
-        return "torch", f"auto: only torch runs on {device}"
+def export_folder(model_dir: str | Path) -> Path:
+    """Where a run's export lives: <run>/onnx, or the folder itself for an exported folder."""
+    model_dir = Path(model_dir)
+    return model_dir / ONNX_DIR if (model_dir / ONNX_DIR).is_dir() else model_dir
+
+
+def _fresh_export(model_dir: str | Path, onnx_file: str) -> Path | None:
     try:
         path = find_onnx(model_dir, onnx_file)
         check_onnx_fresh(Path(model_dir), path)
     except FinsentError:
-        return (
-            "torch",
-            f"auto: no fresh {onnx_file} export in {model_dir} (`finsent export-onnx` gives about 4x the speed)",
-        )
-    kind = "int8" if onnx_file == ONNX_INT8 else "fp32"
-    return "onnx", f"auto: the {kind} export {path}"
+        return None
+    return path
+
+
+def _tuned(model_dir: str | Path, onnx_only: bool) -> tuple[Engine, str] | None:
+    """The engine tuned for the run's export (warning once where it was tuned on another CPU), and why; for a run's
+    own exits (onnx_only) one its segments were tuned on."""
+    from finsent.models.exits import has_exits
+
+    among = EXIT_ENGINES if onnx_only and has_exits(model_dir) else None
+    found = tuned_engine(export_folder(model_dir), onnx_only, among)
+    if found is None:
+        return None
+    chosen, record = found
+    stale = stale_warning(export_folder(model_dir), Path(model_dir), record)
+    if stale:
+        warn(stale)
+    rate = next((c["sentences_per_s"] for c in record["candidates"] if c["name"] == chosen.name), None)
+    return chosen, f"the engine tuned for {record.get('cpu', {}).get('model')}: {chosen.name}, {rate:.0f} sentences/s"
+
+
+def resolve_engine(model_dir: str | Path, opts: PredictorOptions, onnx_only: bool = False) -> tuple[dict, str]:
+    """(Predictor keyword arguments: backend, precision and for onnx the file and runtime; why). `auto` takes the
+    engine export-onnx / tune-engine chose for the CPU where the run has a fresh export, else torch; `onnx` the
+    fastest ONNX engine of that choice unless --onnx_runtime / --onnx_file say otherwise."""
+    explicit = {"onnx_file": opts.onnx_file or ONNX_INT8, "onnx_runtime": opts.onnx_runtime or ONNX_RUNTIMES[0]}
+    asked_onnx = opts.onnx_file is not None or opts.onnx_runtime is not None
+    if opts.engine is not None:
+        return engine(opts.engine).predictor_kwargs(), f"--engine {opts.engine}"
+    if opts.backend == "torch":
+        return {"backend": "torch"}, "as asked"
+    if opts.device != "cpu":
+        return {"backend": "torch"}, f"auto: only torch runs on {opts.device}"
+    if opts.backend == "onnx":
+        tuned = None if asked_onnx else _tuned(model_dir, onnx_only=True)
+        return (tuned[0].predictor_kwargs(), tuned[1]) if tuned else ({"backend": "onnx", **explicit}, "as asked")
+    if _fresh_export(model_dir, explicit["onnx_file"]) is None:
+        why = f"auto: no fresh {explicit['onnx_file']} export in {model_dir} (`finsent export-onnx` gives about 4x the speed)"
+        return {"backend": "torch"}, why
+    tuned = None if asked_onnx else _tuned(model_dir, onnx_only)
+    if tuned:
+        return tuned[0].predictor_kwargs(), f"auto: {tuned[1]}"
+    kind = "int8" if explicit["onnx_file"] == ONNX_INT8 else "fp32"
+    return {"backend": "onnx", **explicit}, f"auto: the {kind} export {find_onnx(model_dir, explicit['onnx_file'])}"
+
+
+def resolve_backend(model_dir: str | Path, backend: str = AUTO, device: str = "cpu") -> tuple[str, str]:
+    """(torch or onnx, why): the backend resolve_engine takes for these flags."""
+    chosen, why = resolve_engine(model_dir, PredictorOptions(backend=backend, device=device))
+    return chosen["backend"], why
 
 
 def build_predictor(model_dir: str | Path, options: PredictorOptions | None = None):
@@ -118,16 +179,9 @@ def build_predictor(model_dir: str | Path, options: PredictorOptions | None = No
     from finsent.models.exits import has_exits
 
     opts = options or PredictorOptions()
-    backend, why = resolve_backend(model_dir, opts.backend, opts.device, opts.onnx_file)
-    on = dict(
-        backend=backend,
-        batch_size=opts.batch_size,
-        num_threads=opts.threads,
-        device=opts.device,
-        onnx_runtime=opts.onnx_runtime,
-        onnx_file=opts.onnx_file,
-    )
     early_exit = opts.early_exit or bool(opts.early_exit_dir)
+    chosen, why = resolve_engine(model_dir, opts, onnx_only=early_exit)  # the exits run on ONNX or fp32 torch
+    on = dict(batch_size=opts.batch_size, num_threads=opts.threads, device=opts.device, **chosen)
     if early_exit and not opts.early_exit_dir and has_exits(model_dir):  # exits trained with the model
         if opts.cascade_threshold is not None:
             raise FinsentError(
@@ -137,8 +191,7 @@ def build_predictor(model_dir: str | Path, options: PredictorOptions | None = No
     predictor = _chosen(Predictor(model_dir, **on), opts.backend, why)
     if early_exit:  # the shallow exit: its own run folder, so auto chooses for it on its own
         exit_dir = early_exit_dir(model_dir, opts.early_exit_dir)
-        shallow_backend = resolve_backend(exit_dir, opts.backend, opts.device, opts.onnx_file)[0]
-        shallow = Predictor(exit_dir, **{**on, "backend": shallow_backend})
+        shallow = Predictor(exit_dir, **{**on, **resolve_engine(exit_dir, opts, onnx_only=True)[0]})
         return CascadePredictor(shallow, predictor, opts.cascade_threshold, early_exit=True)
     if opts.cascade:
         teacher = Predictor(opts.cascade, backend="torch", batch_size=opts.batch_size, num_threads=opts.threads)

@@ -71,6 +71,7 @@ class Predictor:
         onnx_runtime: str = ONNX_RUNTIMES[0],
         device: str = "cpu",
         early_exit: bool = False,
+        precision: str = "fp32",
     ):
         if isinstance(backend, str) and backend not in BACKENDS:
             raise FinsentError(f"--backend {backend!r}: expected one of {', '.join(BACKENDS)}")
@@ -91,7 +92,7 @@ class Predictor:
                 raise FinsentError(f"--early_exit runs on the CPU; leave out --device {device}")
             from finsent.inference.early_exit import exit_backend
 
-            self.backend = exit_backend(self.model_dir, backend, num_threads, onnx_file, onnx_runtime)
+            self.backend = exit_backend(self.model_dir, backend, num_threads, onnx_file, onnx_runtime, precision)
             input_names = self.backend.input_names
         elif backend == "onnx":
             path = find_onnx(self.model_dir, onnx_file)
@@ -102,10 +103,10 @@ class Predictor:
                     f"{path}: an onnxruntime int8 export from an earlier finsent, slow on OpenVINO; re-run "
                     f"`finsent export-onnx --model_dir {self.model_dir}` (NNCF int8, about 2x faster)"
                 )
-            self.backend: Callable[[dict], np.ndarray] = OnnxBackend(path, num_threads, onnx_runtime)
+            self.backend: Callable[[dict], np.ndarray] = OnnxBackend(path, num_threads, onnx_runtime, precision)
             input_names = self.backend.input_names
         else:
-            self.backend = TorchBackend(self.model_dir, num_threads, device)
+            self.backend = TorchBackend(self.model_dir, num_threads, device, precision)
             input_names = list(self.backend.tokenizer.model_input_names)
         if self.backend.num_labels != len(self.info.labels):
             raise FinsentError(
@@ -241,6 +242,7 @@ class Predictor:
             "labels": list(self.labels),
             "backend": self.backend_name,
             "device": str(getattr(self.backend, "device", "cpu")),
+            "precision": getattr(self.backend, "precision", None),
             "model_name": self.info.model_name,
             "use_lora": self.info.use_lora,
             "max_length": self.info.max_length,

@@ -53,6 +53,7 @@ ONNX_DIR = "onnx"
 EARLY_EXIT_DIR = "early_exit"  # a run's early exit: a shallower student distilled from it (`distill --num_layers`)
 ONNX_FP32 = "model.onnx"
 ONNX_INT8 = "model.int8.onnx"
+ONNX_ORT_INT8 = "model.ort.int8.onnx"  # onnxruntime dynamic int8 on the fused graph (finsent.export.tuning)
 EXPORT_INFO = "export.json"
 RUN_METADATA_FILES = (MODEL_INFO, LABEL_MAP, RESULTS)  # what an exported folder copies to describe itself
 DEFAULT_MAX_LENGTH = 128

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from finsent.apps.cli.flags import add_command, from_args
-from finsent.apps.configs import ExportOnnxConfig, PredictConfig, ServeConfig
+from finsent.apps.configs import ExportOnnxConfig, PredictConfig, ServeConfig, TuneEngineConfig
 from finsent.apps.entity_predict import EntityOptions
 from finsent.core.errors import FinsentError
 from finsent.core.logs import LOGGER
@@ -160,10 +160,36 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
 
     cfg = from_args(ExportOnnxConfig, args)
     hf_logging.disable_progress_bar()
-    info = export_onnx(cfg.model_dir, cfg.output_dir, quantize=not cfg.no_quantize, data_path=cfg.data_path)
+    info = export_onnx(
+        cfg.model_dir, cfg.output_dir, quantize=not cfg.no_quantize, data_path=cfg.data_path, tune=not cfg.no_tune
+    )
     print(
         f"exported {info['version']} to {info['output_dir']}/: {', '.join(info['files'])} (fp32 max |logit diff| vs PyTorch {info['fp32_max_abs_logit_diff']:.1e})"
     )
+    if info.get("engine"):
+        print(_engine_line(info["engine"]))
+    return 0
+
+
+def _engine_line(record: dict) -> str:
+    chosen = next(c for c in record["candidates"] if c["name"] == record["chosen"])
+    return (
+        f"engine for {record['cpu']['model']}: {record['chosen']}, {chosen['sentences_per_s']:.0f} sentences/s at "
+        f"{chosen['agreement']:.2%} agreement with fp32 PyTorch on {record['sentences']} held-out sentences"
+    )
+
+
+def cmd_tune_engine(args: argparse.Namespace) -> int:
+    from transformers.utils import logging as hf_logging
+
+    from finsent.export.tuning import tune_engine
+
+    cfg = from_args(TuneEngineConfig, args)
+    hf_logging.disable_progress_bar()
+    record = tune_engine(
+        cfg.model_dir, cfg.export_dir, cfg.data_path, cfg.engines or None, seconds=cfg.seconds, threads=cfg.threads
+    )
+    print(_engine_line(record))
     return 0
 
 
@@ -178,5 +204,12 @@ def add_commands(sub, common: argparse.ArgumentParser) -> None:
         "HTTP API: POST /predict, /invocations, /analyze, GET /health, /ping, /metadata, /metrics, docs at /docs"
     )
     add_command(sub, "serve", serve_help, cmd_serve, ServeConfig, PredictorOptions, **on)
-    export_help = "merge the LoRA adapter, export ONNX and quantize it to int8 into <model_dir>/onnx/"
+    export_help = (
+        "merge the LoRA adapter, export ONNX, quantize it to int8 into <model_dir>/onnx/ and choose the fastest engine "
+        "for this CPU"
+    )
     add_command(sub, "export-onnx", export_help, cmd_export_onnx, ExportOnnxConfig, **on)
+    tune_help = (
+        "choose the fastest engine for this CPU that agrees with fp32 PyTorch (after moving a run to a new machine)"
+    )
+    add_command(sub, "tune-engine", tune_help, cmd_tune_engine, TuneEngineConfig, **on)
