@@ -46,6 +46,35 @@ def finsent_subprocess(*argv: str) -> subprocess.CompletedProcess:
     )
 
 
+def finish_within(seconds: float, fn, *args, **kwargs):
+    """fn(*args, **kwargs) on a thread: its result, or its exception raised here; a failed test, not a hung run,
+    where it takes longer than `seconds` (a pipeline stage waiting forever)."""
+    import threading
+
+    outcome: dict = {}
+
+    def call():
+        try:
+            outcome["value"] = fn(*args, **kwargs)
+        except BaseException as e:  # noqa: BLE001 - raised on the test's thread
+            outcome["error"] = e
+
+    thread = threading.Thread(target=call, name="finish-within", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"{getattr(fn, '__name__', fn)} still running after {seconds} s: a stage hangs"
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def pipeline_threads() -> list[str]:
+    """The names of core.pipeline's stage threads still alive (none once a run has returned or raised)."""
+    import threading
+
+    return [t.name for t in threading.enumerate() if t.name in ("finsent-read", "finsent-write")]
+
+
 def train_short(output_dir: Path, data_path: Path, *extra: str) -> dict:
     """A real, short training run through the CLI (400 train sentences, 1 epoch)."""
     from finsent.apps.cli import main

@@ -6,13 +6,14 @@ import io
 import json
 import subprocess
 import sys
+import threading
 import tracemalloc
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import finsent_subprocess
+from conftest import finish_within, finsent_subprocess, pipeline_threads
 from finsent.apps import cli, predict
 from finsent.apps.cli import main
 from finsent.inference.predictor import Predictor, Scores
@@ -175,6 +176,78 @@ def test_stdin_through_the_real_command(lora_run):
     assert all(r["label"] in ("negative", "neutral", "positive") for r in rows)
 
 
+def many_texts(n: int) -> list[str]:
+    """n distinct sentences of varied length, every 37th one empty."""
+    words = "operating profit rose while net sales fell sharply in the third quarter".split()
+    return ["" if i % 37 == 5 else f"Company {i} : " + " ".join(words[: 3 + i % 9]) + " ." for i in range(n)]
+
+
+def test_overlapped_chunks_keep_input_order(shared_predictor, tmp_path):
+    """300 rows in chunks of 7, read, scored and written at once: the rows in input order with the predictions of
+    one plain Predictor.score call over the same texts."""
+    texts = many_texts(300)
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in enumerate(texts)), encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    source = predict.open_file(src)
+    summary = finish_within(300, predict.run, shared_predictor, source, out, chunk_size=7, show_progress=False)
+    rows = read_jsonl(out)
+    assert [r["id"] for r in rows] == list(range(300)) and [r["text"] for r in rows] == texts
+    scored = [t for t in texts if t]
+    assert (summary.rows, summary.scored, summary.empty) == (300, len(scored), 300 - len(scored))
+    for row, pred in zip([r for r in rows if r["text"]], shared_predictor.score(scored).records(), strict=True):
+        check_row(row, pred)
+    assert all(r["label"] is None for r in rows if not r["text"])
+    assert pipeline_threads() == []
+
+
+def test_a_bad_row_late_in_the_file_is_one_line_and_leaves_no_file(run_cli, tmp_path, capsys, monkeypatch):
+    """The reading thread's error, after chunks were scored and written, reaches the CLI unchanged (exit 2)."""
+    monkeypatch.chdir(tmp_path)
+    lines = [json.dumps({"text": t}) for t in many_texts(100)]
+    lines[83] = json.dumps({"body": "no text field"})
+    (tmp_path / "late.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    for output in ("scored.csv", "scored.jsonl"):
+        assert finish_within(300, run_cli, "--input", "late.jsonl", "--output", output, "--chunk_size", "7") == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-1] == (
+            "finsent: error: late.jsonl:84: no field 'text'; set --text_column to the field holding the sentence"
+        ), err
+    assert [p.name for p in tmp_path.iterdir()] == ["late.jsonl"], "output or temp file left behind"
+    assert pipeline_threads() == []
+
+
+def test_a_failing_write_stops_reading_and_scoring(shared_predictor, tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"text": t}) + "\n" for t in many_texts(300)), encoding="utf-8")
+    source = predict.open_file(src)
+    read = []
+    source.rows = (read.append(row) or row for row in source.rows)
+
+    class Counting:  # the real predictor, its calls counted
+        labels = shared_predictor.labels
+        calls = 0
+
+        def score(self, texts):
+            self.calls += 1
+            return shared_predictor.score(texts)
+
+    class FullDisk(io.StringIO):
+        flushed = 0
+
+        def flush(self):
+            self.flushed += 1
+            if self.flushed == 3:
+                raise OSError(28, "No space left on device")
+
+    counting, out = Counting(), FullDisk()
+    with pytest.raises(OSError, match="No space left on device"):
+        finish_within(300, predict.run, counting, source, None, chunk_size=7, show_progress=False, stdout=out)
+    # chunk 3 failed; the engine stops at the next put (2 chunks queued, 1 scored): 6 of 43 chunks at most
+    assert out.getvalue().count("\n") == 3 * 7 and counting.calls <= 6
+    assert len(read) <= 7 * (6 + 3) and pipeline_threads() == []  # the reader stopped 3 chunks ahead at most
+
+
 class StubPredictor:
     """Cheap stand-in that records the chunks it is asked to score."""
 
@@ -205,12 +278,12 @@ def test_file_is_streamed_in_chunks(tmp_path):
     assert inspect.isgenerator(source.rows)
     stub = StubPredictor()
     out = tmp_path / "big.jsonl"
-    tracemalloc.start()
-    summary = predict.run(stub, source, out, chunk_size=500, show_progress=False)
+    tracemalloc.start()  # up to 7 chunks at once: 3 read ahead, 1 scored, 3 written behind
+    summary = predict.run(stub, source, out, chunk_size=100, show_progress=False)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert summary.rows == summary.scored == n
-    assert stub.calls == [500] * (n // 500)
+    assert stub.calls == [100] * (n // 100)
     assert peak < size / 4, f"peak traced memory {peak} bytes for a {size}-byte file: the file was loaded whole"
     with open(out, encoding="utf-8") as f:
         first, last = json.loads(next(f)), json.loads(list(f)[-1])
@@ -218,8 +291,9 @@ def test_file_is_streamed_in_chunks(tmp_path):
 
 
 def test_output_is_written_chunk_by_chunk(tmp_path):
+    """Streamed: when chunk k is scored, all but the chunks waiting to be written (at most 3) are in the output."""
     src = tmp_path / "lines.txt"
-    src.write_text("".join(f"sentence number {i}\n" for i in range(10)), encoding="utf-8")
+    src.write_text("".join(f"sentence number {i}\n" for i in range(30)), encoding="utf-8")
     out = io.StringIO()
     seen = []
 
@@ -229,7 +303,46 @@ def test_output_is_written_chunk_by_chunk(tmp_path):
             return super().score(texts)
 
     predict.predict_rows(Spy(), predict.open_file(src), out, "jsonl", chunk_size=3)
-    assert seen == [0, 3, 6, 9]
+    assert len(seen) == 10 and all(lines >= 3 * (k - 3) for k, lines in enumerate(seen)), seen
+    assert [json.loads(line)["text"] for line in out.getvalue().splitlines()] == [
+        f"sentence number {i}" for i in range(30)
+    ]
+
+
+def test_the_engine_waits_on_neither_reading_nor_writing():
+    """Chunk 1 is scored while chunk 3 is read, and chunk 3 while chunk 1 is still being written (each wait would
+    time out in a loop that reads, scores and writes in turn)."""
+    third_read, third_scored = threading.Event(), threading.Event()
+
+    def rows():
+        for i in range(12):
+            if i == 8:
+                third_read.set()
+            yield predict.Row({"text": f"s{i}"}, f"s{i}", f"row {i}")
+
+    class Spy(StubPredictor):
+        read_ahead = None
+
+        def score(self, texts):
+            if self.read_ahead is None:
+                self.read_ahead = third_read.wait(10)
+            result = super().score(texts)
+            if len(self.calls) == 3:
+                third_scored.set()
+            return result
+
+    class SlowOutput(io.StringIO):
+        written_behind = None
+
+        def flush(self):
+            if self.written_behind is None:
+                self.written_behind = third_scored.wait(10)
+
+    spy, out = Spy(), SlowOutput()
+    summary = predict.predict_rows(spy, predict.Source("test", ["text"], rows()), out, "jsonl", chunk_size=3)
+    assert spy.read_ahead and out.written_behind
+    assert [json.loads(line)["text"] for line in out.getvalue().splitlines()] == [f"s{i}" for i in range(12)]
+    assert summary.rows == summary.scored == 12 and pipeline_threads() == []
 
 
 def test_raw_csv_writes_the_input_cells_as_they_are(tmp_path):

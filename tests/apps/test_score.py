@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import DATA_ZIP, ROOT
+from conftest import DATA_ZIP, ROOT, finish_within, pipeline_threads
 from finsent.apps import score_ray, shards
 from finsent.apps.cli import main
 from finsent.apps.score import ScoreConfig, discover_shards
@@ -318,6 +318,73 @@ def test_bad_shard_fails_in_one_line_and_done_shards_stay_done(lora_run, sentenc
         ("part-1.jsonl", False),
         ("part-5.csv", False),
     ]
+
+
+def test_overlapped_batches_keep_row_order(lora_run, sentences, tmp_path):
+    """Chunks of 7 read ahead across three shards, scored, and written behind: every shard's rows in input order with
+    the predictions of one plain Predictor.score call."""
+    from finsent.inference.predictor import Predictor
+
+    write_shards(tmp_path / "in", sentences)
+    argv = ["score", "--quiet", "--threads", "1", "--chunk_size", "7"]
+    assert (
+        finish_within(
+            600,
+            main,
+            [*argv, "--model_dir", str(lora_run), "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out")],
+        )
+        == 0
+    )
+    tables = read_output(tmp_path / "out")
+    assert list(tables) == ["part-0.parquet", "part-1.parquet", "part-2.parquet"]
+    assert [t.num_rows for t in tables.values()] == [50, 50, 50]
+    ids = [int(i) for t in tables.values() for i in t.column("id").to_pylist()]
+    texts = [x for t in tables.values() for x in t.column("text").to_pylist()]
+    assert ids == list(range(len(sentences))) and texts == ["" if i == 1 else s for i, s in enumerate(sentences)]
+    labels = [x for t in tables.values() for x in t.column("label").to_pylist() if x is not None]
+    probs = [x for t in tables.values() for x in t.column("prob_positive").to_pylist() if x is not None]
+    scores = Predictor(lora_run, num_threads=1).score([t for t in texts if t])
+    assert labels == [p["label"] for p in scores.records()]
+    assert probs == pytest.approx(scores.probs[:, scores.labels.index("positive")].tolist(), abs=1e-5)
+    assert not list((tmp_path / "out").glob(".*.tmp")) and pipeline_threads() == []
+
+
+def test_a_bad_row_mid_shard_discards_its_partial_output(lora_run, sentences, tmp_path, capsys):
+    """A row 30 rows into the second shard fails after its first chunks were written: the first shard is published,
+    the second's temp file removed, one line (exit 2)."""
+    data = tmp_path / "in"
+    write_shards(data, sentences[:40], parts=2)
+    lines = ["id,text", *[f"{i},Sales rose {i} percent" for i in range(40)]]
+    lines[31] += ",an extra cell"
+    (data / "part-1.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (data / "part-1.jsonl").unlink()
+    argv = ["score", "--quiet", "--threads", "1", "--chunk_size", "7", "--model_dir", str(lora_run)]
+    assert finish_within(600, main, [*argv, "--input", str(data), "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "part-1.csv:32: 1 more cells than the header's 2 columns" in err, err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["part-0.parquet"]  # no temp file
+    assert pipeline_threads() == []
+
+
+def test_a_failing_write_stops_the_engine_and_removes_the_temp_file(lora_run, sentences, tmp_path, monkeypatch):
+    from finsent.apps.score import score
+
+    write_shards(tmp_path / "in", sentences, parts=3)
+    real_write, written = shards.ShardOutput.write, []
+
+    def full_disk(self, table):
+        if len(written) == 9:  # the 2nd chunk of the 2nd shard (50 rows a shard: 7 chunks of 7 and one of 1)
+            raise OSError(28, "No space left on device")
+        written.append(table.num_rows)
+        real_write(self, table)
+
+    monkeypatch.setattr(shards.ShardOutput, "write", full_disk)
+    cfg = ScoreConfig(str(lora_run), str(tmp_path / "in"), str(tmp_path / "out"), chunk_size=7, threads=1, quiet=True)
+    with pytest.raises(OSError, match="No space left on device"):
+        finish_within(600, score, cfg)
+    assert written == [7] * 7 + [1] + [7]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["part-0.parquet"]  # published; no temp file
+    assert pipeline_threads() == []
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from finsent.apps.shards import ScoreConfig, append_predictions, score_table
+from finsent.apps.shards import ScoreConfig, append_scores, score_inputs, table_inputs
 from finsent.data.entities import ENTITY, SENTENCE, EntityFormat, entity_input
 from finsent.data.watchlist import Pair, Watchlist, given_pairs, read_watchlist, watchlist_pairs
 from finsent.runs.folder import require_task
@@ -73,15 +73,23 @@ def entity_names(input_columns: list[str], entity_column: str | None) -> list[st
     return [prefix + c for c in ENTITY_COLUMNS]
 
 
-def score_chunk(predictor, table, text_column: str, pairing: Pairing | None = None):
-    """One chunk scored: per row for a sentence run, per (row, entity) pair for an entity run."""
+def chunk_inputs(table, text_column: str, pairing: Pairing | None = None):
+    """A chunk ready to score: the table of its output rows and each output row's model input (None: nothing to
+    score); a row each for a sentence run, a row per (row, entity) pair for an entity run."""
     if pairing is None:
-        return score_table(predictor, table, text_column)
-    return score_entity_table(predictor, table, text_column, pairing)
+        return table_inputs(table, text_column)
+    return entity_pairs(table, text_column, pairing)
 
 
-def score_entity_table(predictor, table, text_column: str, pairing: Pairing):
-    """One output row per pair (a row without text or entity: one row of nulls), in input order."""
+def score_chunk(predictor, table, text_column: str, pairing: Pairing | None = None):
+    """One chunk scored: its output rows with the prediction columns appended."""
+    table, inputs = chunk_inputs(table, text_column, pairing)
+    return append_scores(table, inputs, score_inputs(predictor, inputs), predictor.labels)
+
+
+def entity_pairs(table, text_column: str, pairing: Pairing):
+    """One output row per pair (a row without text or entity: one row of nulls), in input order, with its model
+    input (None for a row of nulls)."""
     import pyarrow as pa
 
     table = table.replace_schema_metadata(None)
@@ -105,5 +113,4 @@ def score_entity_table(predictor, table, text_column: str, pairing: Pairing):
     ]
     for name, value in zip(names, values):
         out = out.append_column(name, value)
-    inputs = [entity_input(p.text, p.entity, pairing.fmt, p.spans) if p else None for p in pairs]
-    return append_predictions(predictor, out, inputs)
+    return out, [entity_input(p.text, p.entity, pairing.fmt, p.spans) if p else None for p in pairs]

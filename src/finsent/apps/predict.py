@@ -8,11 +8,13 @@ import itertools
 import json
 import sys
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
 from finsent.core.errors import FinsentError
+from finsent.core.pipeline import WriteBehind, prefetch
 from finsent.core.serialization import neutralise_cell, write_stream
 from finsent.core.text import is_valid_unicode
 from finsent.data import tables
@@ -155,7 +157,9 @@ def predict_rows(
     progress=None,
     raw_csv: bool = False,
 ) -> Summary:
-    """Score `source` chunk by chunk and write each chunk to `f` before reading the next (raw_csv: see _Writer)."""
+    """Score `source` chunk by chunk into `f`, in input order, three stages at once: the next chunks are read on a
+    thread (prefetch), this thread only scores, and the scored chunks are formatted and written on another
+    (WriteBehind); the first error of any stage is raised here (raw_csv: see _Writer)."""
     rows = iter(source.rows)
     first = next(rows, None)
     if first is None:
@@ -163,17 +167,36 @@ def predict_rows(
     input_columns = source.columns if source.columns is not None else list(first.fields)
     extra = getattr(predictor, "extra_fields", ())
     mapping, header = output_columns(predictor.labels, input_columns, extra)
-    writer = _Writer(f, fmt, header, input_columns, raw_csv)
-    summary = Summary()
-    done = 0
-    for chunk in tables.chunked(itertools.chain([first], rows), chunk_size):
-        texts = [r.text for r in chunk if r.text is not None]
-        scores = predictor.score(texts).records() if texts else []
-        it = iter(scores)
-        out = []
+    out = _ScoredChunks(_Writer(f, fmt, header, input_columns, raw_csv), mapping, predictor.labels, extra, progress)
+    chunks = _read_chunks(source, itertools.chain([first], rows), chunk_size)
+    with WriteBehind(out.write) as writer, closing(prefetch(chunks)) as ahead:
+        for chunk, texts, position in ahead:
+            writer.put((chunk, predictor.score(texts) if texts else None, position))
+    return out.summary
+
+
+def _read_chunks(source: Source, rows: Iterator[Row], chunk_size: int) -> Iterator[tuple[list[Row], list[str], int]]:
+    """(rows, their texts to score, how far into the source) per chunk; `position` read right after the chunk."""
+    for chunk in tables.chunked(rows, chunk_size):
+        position = source.position() if source.position is not None else None
+        yield chunk, [r.text for r in chunk if r.text is not None], position
+
+
+class _ScoredChunks:
+    """The writing stage of predict_rows: each scored chunk formatted and written, counted and shown as progress."""
+
+    def __init__(self, writer: _Writer, mapping: dict[str, str], labels, extra, progress):
+        self.writer, self.mapping, self.labels, self.extra, self.progress = writer, mapping, labels, extra, progress
+        self.summary = Summary()
+        self.done = 0
+
+    def write(self, item: tuple) -> None:
+        chunk, scores, position = item
+        preds = iter(scores.records() if scores is not None else ())
+        summary, out = self.summary, []
         for row in chunk:
-            pred = next(it) if row.text is not None else None
-            out.append({**row.fields, **_flatten(pred, mapping, predictor.labels, fmt, extra)})
+            pred = next(preds) if row.text is not None else None
+            out.append({**row.fields, **_flatten(pred, self.mapping, self.labels, self.writer.fmt, self.extra)})
             if pred is None and row.no_entity:
                 summary.no_entity += 1
             elif pred is None:
@@ -182,17 +205,14 @@ def predict_rows(
                     summary.empty_where.append(row.where)
             elif pred["truncated"]:
                 summary.truncated += 1
-        writer.write(out)
+        self.writer.write(out)
         summary.rows += len(chunk)
-        summary.scored += len(texts)
-        if progress is not None:
-            if source.position is not None:
-                position = source.position()
-                progress.update(position - done)
-                done = position
-            else:
-                progress.update(len(chunk))
-    return summary
+        summary.scored += sum(r.text is not None for r in chunk)
+        if self.progress is not None and position is None:
+            self.progress.update(len(chunk))
+        elif self.progress is not None:
+            self.progress.update(position - self.done)
+            self.done = position
 
 
 def _flatten(pred: dict | None, mapping: dict[str, str], labels: Iterable[str], fmt: str, extra=()) -> dict:

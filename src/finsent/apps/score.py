@@ -14,9 +14,10 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
-from finsent.apps.entity_shards import pairing_for, required_columns, score_chunk
+from finsent.apps.entity_shards import chunk_inputs, pairing_for, required_columns
 from finsent.apps.score_ray import _score_ray
 from finsent.apps.shards import (
     SUMMARY,
@@ -27,10 +28,13 @@ from finsent.apps.shards import (
     _counts,
     _read_shard,
     _remove_stale_temps,
+    append_scores,
     completed,
     discover_shards,
     model_identity,
+    score_inputs,
 )
+from finsent.core.pipeline import WriteBehind, prefetch
 from finsent.core.remote import (
     filesystem,
     local_model_dir,
@@ -61,9 +65,62 @@ class _Progress:
         self.bar.close()
 
 
+@dataclasses.dataclass
+class _Chunk:
+    """A chunk of a shard on its way through the local engine's stages; no table: the end of the shard."""
+
+    shard: Shard
+    rows: int = 0  # input rows (an entity run's table has a row per pair)
+    table: object = None
+    inputs: list = dataclasses.field(default_factory=list)
+    scores: object = None
+
+
+def _shard_chunks(cfg: ScoreConfig, pending: list[Shard], pairing) -> Iterator[_Chunk]:
+    """The reading stage: each shard's chunks ready to score, then its end."""
+    for shard in pending:
+        for chunk in _read_shard(shard.url, cfg.text_column, cfg.chunk_size, required_columns(cfg)):
+            yield _Chunk(shard, chunk.num_rows, *chunk_inputs(chunk, cfg.text_column, pairing))
+        yield _Chunk(shard)
+
+
+class _ShardWriter:
+    """The writing stage: each shard's scored chunks into its ShardOutput (a temp file), published at its end."""
+
+    def __init__(self, open_output, labels, progress):
+        self.open_output, self.labels, self.progress = open_output, tuple(labels), progress
+        self.out: ShardOutput | None = None  # the shard being written
+        self.published: list[ShardResult] = []
+        self.taken = 0
+
+    def write(self, chunk: _Chunk) -> None:
+        if chunk.table is None:
+            self.published.append(self.out.publish())
+            self.out = None
+            return
+        if self.out is None:
+            self.out = self.open_output(chunk.shard, self.labels)
+        self.out.write(append_scores(chunk.table, chunk.inputs, chunk.scores, self.labels))
+        self.progress.rows(chunk.rows)
+
+    def take(self) -> list[ShardResult]:
+        """The results published since the last call."""
+        new = self.published[self.taken :]
+        self.taken += len(new)
+        return new
+
+    def discard(self) -> None:
+        """The temp file of a shard left half written removed (once the stage has stopped)."""
+        if self.out is not None:
+            self.out.discard()
+            self.out = None
+
+
 def _score_local(
     cfg: ScoreConfig, model_dir: Path, pending: list[Shard], open_output, progress, pairing=None
 ) -> Iterator:
+    """The pending shards' results in order, three stages at once: chunks read ahead on a thread, across shards
+    (prefetch), scored here, and written and published on another (WriteBehind)."""
     from finsent.inference.factory import PredictorOptions, build_predictor
 
     predictor = build_predictor(
@@ -72,16 +129,16 @@ def _score_local(
             backend=cfg.backend, onnx_runtime=cfg.onnx_runtime, batch_size=cfg.batch_size, threads=cfg.threads
         ),
     )
-    for shard in pending:
-        out = open_output(shard, predictor.labels)
-        try:
-            for chunk in _read_shard(shard.url, cfg.text_column, cfg.chunk_size, required_columns(cfg)):
-                out.write(score_chunk(predictor, chunk, cfg.text_column, pairing))
-                progress.rows(chunk.num_rows)
-            yield out.publish()
-        except BaseException:
-            out.discard()
-            raise
+    writing = _ShardWriter(open_output, predictor.labels, progress)
+    try:
+        with WriteBehind(writing.write) as writer, closing(prefetch(_shard_chunks(cfg, pending, pairing))) as ahead:
+            for chunk in ahead:
+                yield from writing.take()  # before the put: the last shard's result only once all is written
+                chunk.scores = score_inputs(predictor, chunk.inputs)
+                writer.put(chunk)
+    finally:
+        writing.discard()
+    yield from writing.take()
 
 
 def score(cfg: ScoreConfig) -> dict:
