@@ -195,7 +195,7 @@ def run_worker(kind: str, model_dir: str, data_path: str, n: int, threads: int, 
         if kind == "early_exit":
             predictor = build_predictor(model_dir, PredictorOptions(**on, early_exit=True))
         elif kind == "early_exit_full":  # the engine the early exit's segments run on, on the whole model
-            predictor = build_predictor(model_dir, PredictorOptions(backend="onnx", **on))
+            predictor = build_predictor(model_dir, PredictorOptions(engine=exit_engine(model_dir), **on))
         elif kind == "default":
             predictor = build_predictor(model_dir, PredictorOptions(**on))
         elif kind.startswith("engine:"):
@@ -229,7 +229,7 @@ def run_worker(kind: str, model_dir: str, data_path: str, n: int, threads: int, 
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before anything else is loaded
     extra = {}
     if kind == "early_exit":  # its agreement with its own full model (the final layer, on the same engine)
-        final = build_predictor(model_dir, PredictorOptions(backend="onnx", **on))
+        final = build_predictor(model_dir, PredictorOptions(engine=exit_engine(model_dir), **on))
         full = [final.labels[i] for i in final.score(texts).probs.argmax(1)]
         extra["agreement_with_final_layer"] = float(np.mean([a == b for a, b in zip(labels, full)]))
     return {
@@ -245,6 +245,14 @@ def run_worker(kind: str, model_dir: str, data_path: str, n: int, threads: int, 
         "loadavg_before": load_before,
         "loadavg_after": load_average(),
     }
+
+
+def exit_engine(model_dir: str) -> str:
+    """The engine a run's own early exit runs on with --backend auto: the fastest its segments were tuned on."""
+    from finsent.inference.engines import EXIT_ENGINES, tuned_engine
+
+    found = tuned_engine(Path(model_dir) / "onnx", onnx_only=True, among=EXIT_ENGINES)
+    return found[0].name if found else "openvino-int8"
 
 
 def free_port() -> int:

@@ -1,6 +1,7 @@
 """`finsent tune-engine` (and the end of `finsent export-onnx`): every engine of finsent.inference.engines that can
 run on this CPU is checked against fp32 PyTorch on the run's own held-out sentences (>= 99.5 % equal labels), timed
-briefly, and the fastest that agrees becomes the run's default, recorded in export.json (`engine`) with the CPU model,
+briefly, and the fastest that agrees (inference.engines.choose: within 5 % of it, the one that agrees most) becomes
+the run's default, recorded in export.json (`engine`) with the CPU model,
 its flags and every candidate's rate. A run with early exits gets its exit thresholds chosen again on each ONNX
 engine its segments run on."""
 
@@ -19,7 +20,7 @@ from finsent.core.hardware import cpu_signature
 from finsent.core.logs import LOGGER
 from finsent.core.text import sentence_hash
 from finsent.export.graphs import _encode, training_data, training_inputs
-from finsent.inference.engines import AGREEMENT_GOAL, ENGINES, EXIT_ENGINES, Engine, as_record
+from finsent.inference.engines import AGREEMENT_GOAL, ENGINES, EXIT_ENGINES, Engine, as_record, choose
 from finsent.runs.folder import ONNX_INT8, read_export_info, read_model_info, read_sentences, write_export_info
 
 # How the tuner measures, as data: the held-out sentences it checks (at most), and the seconds it times each engine.
@@ -103,13 +104,13 @@ def tune_engine(
         row.update(passed=why_not is None and row["agreement"] >= goal, **({"skipped": why_not} if why_not else {}))
         LOGGER.info("tune-engine: %s", _line(row, goal))
         candidates.append(row)
-    passed = [c for c in candidates if c["passed"]]
-    if not passed:
+    best = choose(candidates)
+    if best is None:
         raise FinsentError(
             f"{export_dir}: no engine agrees with fp32 PyTorch on >= {goal:.1%} of the held-out sentences"
         )
     record = {
-        "chosen": max(passed, key=lambda c: c["sentences_per_s"])["name"],
+        "chosen": best["name"],
         "cpu": cpu,
         "agreement_goal": goal,
         "sentences": len(texts),

@@ -12,6 +12,7 @@ from finsent.core.hardware import BF16_FLAGS, cpu_signature, same_cpu
 from finsent.runs.folder import ONNX_FP32, ONNX_INT8, ONNX_ORT_INT8, read_export_info
 
 AGREEMENT_GOAL = 0.995  # label agreement with fp32 PyTorch an engine needs on the run's held-out sentences
+TIE = 0.05  # engines within 5 % of the fastest's rate are a tie: the one that agrees most with fp32 wins
 
 
 @dataclass(frozen=True)
@@ -65,23 +66,33 @@ def tuning(export_dir: Path) -> dict | None:
     return read_export_info(export_dir).get("engine") or None
 
 
+def choose(candidates: list[dict], tie: float = TIE) -> dict | None:
+    """The engine to run among measured candidates: the fastest that passed, except that among those within `tie` of
+    its rate (a tie on a shared machine, where one timing varies by about that much) the one that agrees most with
+    fp32 PyTorch wins. None where none passed."""
+    passed = [c for c in candidates if c.get("passed")]
+    if not passed:
+        return None
+    fastest = max(c["sentences_per_s"] for c in passed)
+    close = [c for c in passed if c["sentences_per_s"] >= (1 - tie) * fastest]
+    return max(close, key=lambda c: (c["agreement"], c["sentences_per_s"]))
+
+
 def tuned_engine(
     export_dir: Path, onnx_only: bool = False, among: tuple[str, ...] | None = None
 ) -> tuple[Engine, dict] | None:
-    """The fastest engine that passed on the machine the export was tuned on (the fastest ONNX one with onnx_only,
-    the fastest of `among` where given), and the tuning record; None where there is none."""
+    """The engine tuning chose on the machine it ran on (choose() over the ONNX engines with onnx_only, over `among`
+    where given), and the tuning record; None where there is none."""
     record = tuning(export_dir)
     if not record:
         return None
-    passed = [c for c in record.get("candidates", []) if c.get("passed") and c.get("name") in ENGINES]
+    candidates = [c for c in record.get("candidates", []) if c.get("name") in ENGINES]
     if onnx_only:
-        passed = [c for c in passed if ENGINES[c["name"]].backend == "onnx"]
+        candidates = [c for c in candidates if ENGINES[c["name"]].backend == "onnx"]
     if among is not None:
-        passed = [c for c in passed if c["name"] in among]
-    if not passed:
-        return None
-    best = max(passed, key=lambda c: c.get("sentences_per_s") or 0.0)
-    return ENGINES[best["name"]], record
+        candidates = [c for c in candidates if c["name"] in among]
+    best = choose(candidates)
+    return (ENGINES[best["name"]], record) if best else None
 
 
 def stale_warning(export_dir: Path, model_dir: Path, record: dict) -> str | None:

@@ -126,12 +126,9 @@ def _fresh_export(model_dir: str | Path, onnx_file: str) -> Path | None:
     return path
 
 
-def _tuned(model_dir: str | Path, onnx_only: bool) -> tuple[Engine, str] | None:
-    """The engine tuned for the run's export (warning once where it was tuned on another CPU), and why; for a run's
-    own exits (onnx_only) one its segments were tuned on."""
-    from finsent.models.exits import has_exits
-
-    among = EXIT_ENGINES if onnx_only and has_exits(model_dir) else None
+def _tuned(model_dir: str | Path, onnx_only: bool, among: tuple[str, ...] | None) -> tuple[Engine, str] | None:
+    """The engine tuned for the run's export (of `among` where given), warning once where it was tuned on another
+    CPU, and why."""
     found = tuned_engine(export_folder(model_dir), onnx_only, among)
     if found is None:
         return None
@@ -143,7 +140,9 @@ def _tuned(model_dir: str | Path, onnx_only: bool) -> tuple[Engine, str] | None:
     return chosen, f"the engine tuned for {record.get('cpu', {}).get('model')}: {chosen.name}, {rate:.0f} sentences/s"
 
 
-def resolve_engine(model_dir: str | Path, opts: PredictorOptions, onnx_only: bool = False) -> tuple[dict, str]:
+def resolve_engine(
+    model_dir: str | Path, opts: PredictorOptions, onnx_only: bool = False, among: tuple[str, ...] | None = None
+) -> tuple[dict, str]:
     """(Predictor keyword arguments: backend, precision and for onnx the file and runtime; why). `auto` takes the
     engine export-onnx / tune-engine chose for the CPU where the run has a fresh export, else torch; `onnx` the
     fastest ONNX engine of that choice unless --onnx_runtime / --onnx_file say otherwise."""
@@ -156,12 +155,12 @@ def resolve_engine(model_dir: str | Path, opts: PredictorOptions, onnx_only: boo
     if opts.device != "cpu":
         return {"backend": "torch"}, f"auto: only torch runs on {opts.device}"
     if opts.backend == "onnx":
-        tuned = None if asked_onnx else _tuned(model_dir, onnx_only=True)
+        tuned = None if asked_onnx else _tuned(model_dir, True, among)
         return (tuned[0].predictor_kwargs(), tuned[1]) if tuned else ({"backend": "onnx", **explicit}, "as asked")
     if _fresh_export(model_dir, explicit["onnx_file"]) is None:
         why = f"auto: no fresh {explicit['onnx_file']} export in {model_dir} (`finsent export-onnx` gives about 4x the speed)"
         return {"backend": "torch"}, why
-    tuned = None if asked_onnx else _tuned(model_dir, onnx_only)
+    tuned = None if asked_onnx else _tuned(model_dir, onnx_only, among)
     if tuned:
         return tuned[0].predictor_kwargs(), f"auto: {tuned[1]}"
     kind = "int8" if explicit["onnx_file"] == ONNX_INT8 else "fp32"
@@ -169,8 +168,10 @@ def resolve_engine(model_dir: str | Path, opts: PredictorOptions, onnx_only: boo
 
 
 def resolve_backend(model_dir: str | Path, backend: str = AUTO, device: str = "cpu") -> tuple[str, str]:
-    """(torch or onnx, why): the backend resolve_engine takes for these flags."""
-    chosen, why = resolve_engine(model_dir, PredictorOptions(backend=backend, device=device))
+    """(torch or onnx, why) for the commands that take a backend but no engine (`finsent score`): auto is the
+    export's fastest ONNX engine where the run has a fresh export (building a predictor with backend onnx then
+    loads that engine), else torch."""
+    chosen, why = resolve_engine(model_dir, PredictorOptions(backend=backend, device=device), onnx_only=True)
     return chosen["backend"], why
 
 
@@ -180,9 +181,11 @@ def build_predictor(model_dir: str | Path, options: PredictorOptions | None = No
 
     opts = options or PredictorOptions()
     early_exit = opts.early_exit or bool(opts.early_exit_dir)
-    chosen, why = resolve_engine(model_dir, opts, onnx_only=early_exit)  # the exits run on ONNX or fp32 torch
+    own_exits = early_exit and not opts.early_exit_dir and has_exits(model_dir)
+    among = EXIT_ENGINES if own_exits else None  # the engines the run's own exit segments were tuned on
+    chosen, why = resolve_engine(model_dir, opts, onnx_only=early_exit, among=among)  # exits: ONNX or fp32 torch
     on = dict(batch_size=opts.batch_size, num_threads=opts.threads, device=opts.device, **chosen)
-    if early_exit and not opts.early_exit_dir and has_exits(model_dir):  # exits trained with the model
+    if own_exits:  # exits trained with the model
         if opts.cascade_threshold is not None:
             raise FinsentError(
                 f"--cascade_threshold: {model_dir} has its own exits, each with the threshold chosen on validation; leave it out"
