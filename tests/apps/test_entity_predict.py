@@ -160,14 +160,23 @@ def test_entity_lists_in_jsonl_give_a_row_each_in_order(run_cli, entity_predicto
         {"id": 1, "text": HEADLINES[0], "entity": ["Ford", "Tesla", "Ford"]},
         {"id": 2, "text": HEADLINES[2], "entity": "Google"},
         {"id": 3, "text": HEADLINES[1], "entity": None},
+        {"id": 4, "text": HEADLINES[0], "entity": "Tesla|Ford"},  # several in one string, as score reads them
     ]
     src = tmp_path / "pairs.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     assert run_cli("--input", str(src), "--entity_column", "entity") == 0
     got = read_jsonl(capsys.readouterr().out)
-    assert [(r["id"], r["entity"]) for r in got] == [(1, "Ford"), (1, "Tesla"), (2, "Google"), (3, None)]
-    want = expected(entity_predictor, [HEADLINES[0], HEADLINES[0], HEADLINES[2]], ["Ford", "Tesla", "Google"])
-    for row, pred in zip(got, want):
+    assert [(r["id"], r["entity"]) for r in got] == [
+        (1, "Ford"),
+        (1, "Tesla"),
+        (2, "Google"),
+        (3, None),
+        (4, "Tesla"),
+        (4, "Ford"),
+    ]
+    texts, names = [HEADLINES[0], HEADLINES[0], HEADLINES[2]], ["Ford", "Tesla", "Google"]
+    want = expected(entity_predictor, texts + [HEADLINES[0]] * 2, names + ["Tesla", "Ford"])
+    for row, pred in zip(got[:3] + got[4:], want):
         assert row["label"] == pred["label"] and row["truncated"] is False
         assert row["confidence"] == pytest.approx(pred["confidence"], abs=1e-5)
     check_empty(got[3])

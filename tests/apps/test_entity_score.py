@@ -11,11 +11,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from finsent.apps.entity_daily import daily_table, utc_days
-from finsent.apps.entity_shards import cell_entities, entity_names
+from finsent.apps.entity_shards import entity_names
 from finsent.apps.shards import ScoreConfig
 from finsent.core.errors import FinsentError
 from finsent.data.entities import EntityFormat, entity_input
-from finsent.data.watchlist import read_watchlist, watchlist_pairs
+from finsent.data.watchlist import read_watchlist, split_entities, watchlist_pairs
 from finsent.runs.folder import read_model_info
 
 LABELS = ["negative", "neutral", "positive"]
@@ -74,8 +74,8 @@ def cells(values) -> tuple:
 
 
 def test_entity_cells_names_and_days():
-    assert cell_entities(None) == [] and cell_entities("Tesla|Ford") == ["Tesla", "Ford"]
-    assert cell_entities(["Tesla", None, "Ford"]) == ["Tesla", "Ford"]
+    assert split_entities(None) == [] and split_entities("Tesla|Ford") == ["Tesla", "Ford"]
+    assert split_entities(["Tesla", None, "Ford"]) == ["Tesla", "Ford"]
     assert entity_names(["id", "text"], None) == ["entity", "mention", "start", "end"]
     assert entity_names(["id", "entity"], "entity") == ["entity", "mention", "start", "end"]
     assert entity_names(["id", "start", "company"], "company") == [

@@ -11,7 +11,7 @@ from finsent.apps.predict import Row, Source
 from finsent.core.errors import FinsentError
 from finsent.core.text import is_valid_unicode
 from finsent.data.entities import ENTITY, SENTENCE, EntityFormat, entity_input
-from finsent.data.watchlist import Pair, Watchlist, given_pairs, read_watchlist, watchlist_pairs
+from finsent.data.watchlist import Pair, Watchlist, given_pairs, read_watchlist, split_entities, watchlist_pairs
 from finsent.runs.folder import require_task
 
 MATCH_COLUMNS = ("entity", "mention", "start", "end")  # what a watchlist match adds to its input row
@@ -144,7 +144,8 @@ def _pair_fields(pair: Pair, found: bool) -> dict:
 
 
 def _row_entities(row: Row, column: str) -> list[str]:
-    """The entities a row gives in its entity column: a string, a list of strings (JSON), or none (null or empty)."""
+    """The entities a row gives in its entity column: a string (several separated by |), a list of strings (JSON), or
+    none (null or empty)."""
     if column not in row.fields:
         raise FinsentError(f"{row.where}: no field {column!r}; set --entity_column to the field naming the entity")
     value = row.fields[column]
@@ -156,4 +157,4 @@ def _row_entities(row: Row, column: str) -> list[str]:
             )
         if isinstance(v, str) and not is_valid_unicode(v):
             raise FinsentError(f"{row.where}: field {column!r} is not valid Unicode (a lone surrogate escape)")
-    return [str(v) for v in values]
+    return [name for v in values for name in split_entities(str(v))]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from finsent.apps.shards import ScoreConfig, append_scores, score_inputs, table_inputs
 from finsent.data.entities import ENTITY, SENTENCE, EntityFormat, entity_input
-from finsent.data.watchlist import Pair, Watchlist, given_pairs, read_watchlist, watchlist_pairs
+from finsent.data.watchlist import Pair, Watchlist, given_pairs, read_watchlist, split_entities, watchlist_pairs
 from finsent.runs.folder import require_task
 
 ENTITY_COLUMNS = ("entity", "mention", "start", "end")
@@ -31,7 +31,7 @@ class Pairing:
         """The pairs of one row's text; `cell` is the row's entity column value."""
         if self.watchlist is not None:
             return watchlist_pairs(row, text, self.watchlist)
-        return given_pairs(row, text, cell_entities(cell))
+        return given_pairs(row, text, split_entities(cell))
 
     def identity(self) -> dict:
         """What the pairs come from, recorded in each output's footer: a re-run with other entities scores again."""
@@ -39,15 +39,6 @@ class Pairing:
             return {"entity_column": self.entity_column, "input": self.fmt.to_json()}
         forms = json.dumps(sorted(self.watchlist.forms.items()), ensure_ascii=False).encode("utf-8")
         return {"watchlist_sha256": hashlib.sha256(forms).hexdigest(), "input": self.fmt.to_json()}
-
-
-def cell_entities(cell) -> list[str]:
-    """An entity column's value as entity names: a string (several separated by |), a list, or null for none."""
-    if cell is None:
-        return []
-    if isinstance(cell, (list, tuple)):
-        return [str(x) for x in cell if x is not None]
-    return str(cell).split("|")
 
 
 def pairing_for(cfg: ScoreConfig, model_dir: Path) -> Pairing | None:

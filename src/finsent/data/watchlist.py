@@ -64,6 +64,15 @@ def _aliases(value, where: str) -> list[str]:
     return [_cell(a) for a in str(value).split("|")]
 
 
+def split_entities(value) -> list[str]:
+    """An entity column's cell as entity names: a string (several separated by `|`, as a watchlist's aliases), a list,
+    or null for none. The one reading of the column for predict --entity_column and score --entity_column."""
+    if value is None:
+        return []
+    items = value if isinstance(value, (list, tuple)) else str(value).split("|")
+    return [str(x) for x in items if x is not None]
+
+
 def read_watchlist(path: str | Path) -> Watchlist:
     """A watchlist table (CSV, TSV, JSON, JSONL, Parquet): `name`, optional `aliases` separated by `|` (a list in
     JSON), optional `ticker` (matched as the cashtag `$TICKER`; list the bare ticker among the aliases to match it too).
