@@ -131,3 +131,21 @@ def test_tune_engine_bad_input_is_one_line(lora_run):
         proc = finsent_subprocess("tune-engine", *argv)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr
         assert message in proc.stderr.strip().splitlines()[-1], proc.stderr
+
+
+def test_an_exported_folder_alone_runs_the_fastest_onnx_engine(run_copy, test_texts):
+    path = run_copy / "onnx" / "export.json"
+    info = json.loads(path.read_text())
+    rows = info["engine"]["candidates"]
+    torch_bf16 = {"name": "torch-bf16", "backend": "torch", "precision": "bf16", "file": None, "runtime": None}
+    rows[:] = [c for c in rows if c["name"] != "torch-bf16"] + [
+        {**torch_bf16, "agreement": 1.0, "sentences_per_s": 1e6, "passed": True}
+    ]
+    info["engine"]["chosen"] = "torch-bf16"
+    path.write_text(json.dumps(info))
+    in_run = build_predictor(run_copy)  # the run folder has the weights torch needs
+    assert in_run.backend_name == "torch" and in_run.metadata()["precision"] == "bf16"
+    alone = build_predictor(run_copy / "onnx")  # an exported folder has none: its fastest ONNX engine
+    assert alone.backend_name == "onnx"
+    assert alone.metadata()["onnx"]["file"] == tuned_engine(run_copy / "onnx", onnx_only=True)[0].file
+    assert len(alone.predict(test_texts[:3])) == 3

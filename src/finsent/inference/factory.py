@@ -13,7 +13,7 @@ from finsent.inference.backends import BACKENDS, DEVICES, ONNX_RUNTIMES, check_o
 from finsent.inference.cascade import CascadePredictor, early_exit_dir
 from finsent.inference.engines import EXIT_ENGINES, Engine, engine, stale_warning, tuned_engine
 from finsent.inference.predictor import Predictor
-from finsent.runs.folder import ONNX_DIR, ONNX_INT8
+from finsent.runs.folder import ONNX_DIR, ONNX_INT8, WEIGHT_FILES
 
 AUTO = "auto"
 BACKEND_CHOICES = (AUTO, *BACKENDS)
@@ -148,6 +148,7 @@ def resolve_engine(
     fastest ONNX engine of that choice unless --onnx_runtime / --onnx_file say otherwise."""
     explicit = {"onnx_file": opts.onnx_file or ONNX_INT8, "onnx_runtime": opts.onnx_runtime or ONNX_RUNTIMES[0]}
     asked_onnx = opts.onnx_file is not None or opts.onnx_runtime is not None
+    onnx_only = onnx_only or not any((Path(model_dir) / n).is_file() for n in WEIGHT_FILES)  # an exported folder
     if opts.engine is not None:
         return engine(opts.engine).predictor_kwargs(), f"--engine {opts.engine}"
     if opts.backend == "torch":
