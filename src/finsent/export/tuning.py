@@ -50,12 +50,12 @@ def _why_not(e: Engine, export_dir: Path, flags: list[str]) -> str | None:
     return None
 
 
-def measure(model_dir: Path, e: Engine, texts: list[str], reference: np.ndarray, seconds: float, threads) -> dict:
-    """One engine: label agreement with the reference on texts (its first pass, also the warm-up), then its rate over
-    repeated passes for about `seconds`."""
+def measure(folder: Path, e: Engine, texts: list[str], reference: np.ndarray, seconds: float, threads) -> dict:
+    """One engine on its folder (the run for torch, the export for ONNX): label agreement with the reference on texts
+    (its first pass, also the warm-up), then its rate over repeated passes for about `seconds`."""
     from finsent.inference.predictor import Predictor
 
-    predictor = Predictor(model_dir, **e.predictor_kwargs(), num_threads=threads, batch_size=TUNING["batch_size"])
+    predictor = Predictor(folder, **e.predictor_kwargs(), num_threads=threads, batch_size=TUNING["batch_size"])
     agreement = float((predictor.logits(texts)[0].argmax(1) == reference).mean())
     passes, start = 0, time.perf_counter()
     while passes == 0 or time.perf_counter() - start < seconds:
@@ -97,7 +97,8 @@ def tune_engine(
             row.update(agreement=1.0, sentences_per_s=reference_rate)
         elif why_not is None:
             try:
-                row.update(measure(model_dir, e, texts, reference, seconds, threads))
+                folder = export_dir if e.backend == "onnx" else model_dir  # an --output_dir export too
+                row.update(measure(folder, e, texts, reference, seconds, threads))
             except FinsentError as error:
                 why_not = str(error)
             gc.collect()
