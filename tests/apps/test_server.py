@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from finsent.apps.schemas import MAX_TEXT_CHARS, MAX_TEXTS
+from finsent.core.hardware import usable_cores
 from finsent.inference.engines import tuned_engine
 from servers import free_port, start_server, stop_server
 
@@ -187,6 +188,16 @@ def test_onnx_backend_server(onnx_run, tmp_path, logged):
         preds = r.json()["predictions"]
         assert len(preds) == 6 and preds[-1]["truncated"] is True
         assert httpx.post(url + "/predict", json={"texts": []}, timeout=30).status_code == 422
+        # two streams by default on two cores: batches scored at once, each request still gets its own answers
+        assert meta["serving"]["streams"] == (2 if usable_cores() >= 2 else 1)
+        texts = [row["text"] for row in logged[:24]]
+        alone = [httpx.post(url + "/predict", json={"texts": [t]}, timeout=60).json()["predictions"][0] for t in texts]
+        with ThreadPoolExecutor(8) as pool:
+            together = list(
+                pool.map(lambda t: httpx.post(url + "/predict", json={"texts": [t]}, timeout=60).json(), texts)
+            )
+        assert [r["predictions"][0]["label"] for r in together] == [p["label"] for p in alone]
+        assert all(abs(r["predictions"][0]["confidence"] - p["confidence"]) < 0.02 for r, p in zip(together, alone))
     finally:
         output = stop_server(proc, log)
     assert "Traceback" not in output

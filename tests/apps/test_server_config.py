@@ -144,3 +144,15 @@ def test_dockerfile_wiring():
     assert not args.sagemaker and args.host == "0.0.0.0" and args.model_dir == "/model" and args.backend == "onnx"
     users = re.findall(r"^USER (\S+)$", text, re.M)
     assert users and users[-1] not in ("root", "0")
+
+
+def test_streams_need_an_onnx_engine_and_at_least_one(lora_run):
+    from finsent.apps.configs import ServeConfig
+    from finsent.inference.factory import PredictorOptions, build_predictor
+
+    with pytest.raises(FinsentError, match="--streams 0: must be at least 1"):
+        ServeConfig(model_dir="run", streams=0)
+    with pytest.raises(FinsentError, match="--streams 2: concurrent forward passes run on an ONNX engine") as e:
+        build_predictor(lora_run, PredictorOptions(backend="torch"), streams=2)
+    assert "\n" not in str(e.value)
+    assert build_predictor(lora_run, PredictorOptions(backend="torch"), streams=None).streams == 1  # auto: torch, one

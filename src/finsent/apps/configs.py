@@ -135,6 +135,13 @@ class ServeConfig:
     max_wait_ms: float | None = field(
         default=None, metadata=_help("how long a lone request waits for company, in ms (default: 2)")
     )
+    streams: int | None = field(
+        default=None,
+        metadata=_help(
+            "batches scored at once, each on its share of --threads (ONNX engines) (default: 2 on an ONNX engine with "
+            "2 or more cores, else 1)"
+        ),
+    )
     log_predictions: str | None = field(
         default=None,
         metadata=_help(
@@ -151,6 +158,8 @@ class ServeConfig:
     )
 
     def __post_init__(self) -> None:
+        if self.streams is not None and self.streams < 1:
+            raise FinsentError(f"--streams {self.streams}: must be at least 1")
         if self.log_text and not self.log_predictions:
             raise FinsentError("--log_text stores the texts in the prediction log: give --log_predictions DIR with it")
 

@@ -53,7 +53,8 @@ SAGEMAKER_PORT = 8080
 
 
 class MicroBatcher:
-    """Queue concurrent requests, wait a few ms for company, score them in one call on a worker thread."""
+    """Queue concurrent requests, wait a few ms for company, score them in one call on a worker thread; with
+    workers > 1 (a predictor with that many streams) as many batches are scored at once."""
 
     def __init__(
         self,
@@ -61,27 +62,33 @@ class MicroBatcher:
         max_batch_texts: int = MAX_BATCH_TEXTS,
         max_wait_ms: float = MAX_WAIT_MS,
         on_batch: Callable[[int], None] | None = None,
+        workers: int = 1,
     ):
         self.score = score
         self.max_batch_texts = max_batch_texts
         self.max_wait = max_wait_ms / 1000
         self.on_batch = on_batch  # told the number of texts of each forward pass
+        self.workers = workers
         self.requests = 0
         self.batches = 0
         self._queue: asyncio.Queue | None = None
+        self._slots: asyncio.Semaphore | None = None  # free workers
         self._task: asyncio.Task | None = None
+        self._running: set[asyncio.Task] = set()
         self._executor: ThreadPoolExecutor | None = None
 
     async def start(self) -> None:
         self._queue = asyncio.Queue()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="finsent-inference")
+        self._slots = asyncio.Semaphore(self.workers)
+        self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="finsent-inference")
         self._task = asyncio.create_task(self._loop())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, *self._running):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._executor is not None:
             self._executor.shutdown(wait=True)
 
@@ -96,11 +103,11 @@ class MicroBatcher:
         return await future
 
     async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
         carry = None
         while True:
             first = carry or await self._queue.get()
             carry = None
+            await self._slots.acquire()  # a free worker; requests queue up meanwhile and join this batch
             if self._queue.empty() and self.max_wait > 0:
                 await asyncio.sleep(self.max_wait)
             batch, n = [first], len(first[0])
@@ -113,15 +120,23 @@ class MicroBatcher:
                 n += len(item[0])
             batch = [(texts, fut) for texts, fut in batch if not fut.cancelled()]
             if not batch:
+                self._slots.release()
                 continue
+            task = asyncio.create_task(self._run(batch))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _run(self, batch: list[tuple[list[str], asyncio.Future]]) -> None:
+        """Score one batch on a worker thread and answer its requests; frees the worker."""
+        try:
             texts = [t for ts, _ in batch for t in ts]
             try:
-                results = await loop.run_in_executor(self._executor, self.score, texts)
+                results = await asyncio.get_running_loop().run_in_executor(self._executor, self.score, texts)
             except Exception as e:  # noqa: BLE001 - handed to the waiting requests
                 for _, fut in batch:
                     if not fut.done():
                         fut.set_exception(e)
-                continue
+                return
             self.batches += 1
             self.requests += len(batch)
             if self.on_batch is not None:
@@ -131,6 +146,8 @@ class MicroBatcher:
                 if not fut.done():
                     fut.set_result(results[start : start + len(ts)])
                 start += len(ts)
+        finally:
+            self._slots.release()
 
 
 class BearerAuth:
@@ -172,7 +189,10 @@ def create_app(
     prediction of /predict and /invocations; the app's lifespan starts it and closes (flushes) it.
     """
     batcher = MicroBatcher(
-        predictor.predict, max_batch_texts or MAX_BATCH_TEXTS, MAX_WAIT_MS if max_wait_ms is None else max_wait_ms
+        predictor.predict,
+        max_batch_texts or MAX_BATCH_TEXTS,
+        MAX_WAIT_MS if max_wait_ms is None else max_wait_ms,
+        workers=getattr(predictor, "streams", 1),  # a CascadePredictor scores one batch at a time
     )
     metrics = ServerMetrics(
         model_version=predictor.info.version,
@@ -359,6 +379,7 @@ def _add_info_routes(app: FastAPI, predictor, batcher: MicroBatcher) -> None:
         serving = {
             "max_batch_texts": batcher.max_batch_texts,
             "max_wait_ms": batcher.max_wait * 1000,
+            "streams": batcher.workers,
             "max_texts_per_request": MAX_TEXTS,
             "max_text_chars": MAX_TEXT_CHARS,
             "requests_served": batcher.requests,

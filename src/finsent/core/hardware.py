@@ -63,10 +63,14 @@ def has_bf16(flags: list[str] | None = None) -> bool:
     return any(f in BF16_FLAGS for f in (cpu_flags() if flags is None else flags))
 
 
+def usable_cores() -> int:
+    """The cores this process may use (its affinity where the OS tells it)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def cpu_signature() -> dict:
     """What an engine choice depends on: the CPU model, its engine flags and the cores this process may use."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"model": cpu_model(), "flags": cpu_flags(), "cores": cores}
+    return {"model": cpu_model(), "flags": cpu_flags(), "cores": usable_cores()}
 
 
 def same_cpu(recorded: dict | None, current: dict | None = None) -> bool:

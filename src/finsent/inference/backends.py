@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
@@ -111,6 +112,7 @@ class OnnxBackend:
         num_threads: int | None = None,
         runtime: str = ONNX_RUNTIMES[0],
         precision: str = "fp32",
+        streams: int = 1,
     ):
         from finsent.models.loading import load_tokenizer
 
@@ -123,9 +125,9 @@ class OnnxBackend:
         self.precision = precision
         try:
             if runtime == "openvino":
-                self._load_openvino(num_threads, precision)
+                self._load_openvino(num_threads, precision, streams)
             else:
-                self._load_onnxruntime(num_threads)
+                self._load_onnxruntime(num_threads, streams)
         except ImportError as e:
             raise FinsentError(
                 f"--onnx_runtime {runtime}: {e.name or runtime} is not installed; pip install {e.name or runtime}, or pass the other runtime"
@@ -136,12 +138,17 @@ class OnnxBackend:
             ) from None
         self.tokenizer = load_tokenizer(str(onnx_path.parent))
 
-    def _load_openvino(self, num_threads: int | None, precision: str) -> None:
+    def _load_openvino(self, num_threads: int | None, precision: str, streams: int = 1) -> None:
         import openvino as ov
 
         config = {
             "INFERENCE_NUM_THREADS": num_threads or 0,
-            "PERFORMANCE_HINT": "LATENCY",
+            # streams > 1: that many calls run at once (from as many threads), the threads shared out among them
+            **(
+                {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": streams}
+                if streams > 1
+                else {"PERFORMANCE_HINT": "LATENCY"}
+            ),
             "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
             # OpenVINO pins its threads to cores by default: two processes (Ray workers, a server beside a job) then
             # share the same cores while others idle
@@ -160,11 +167,14 @@ class OnnxBackend:
 
         self._run = run
 
-    def _load_onnxruntime(self, num_threads: int | None) -> None:
+    def _load_onnxruntime(self, num_threads: int | None, streams: int = 1) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        options.intra_op_num_threads = num_threads or 0
+        # streams > 1: as many concurrent run() calls (a session is thread-safe), each on its share of the threads
+        options.intra_op_num_threads = (
+            max(1, (num_threads or os.cpu_count() or 1) // streams) if streams > 1 else num_threads or 0
+        )
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")

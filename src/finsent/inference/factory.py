@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 from finsent.core.errors import FinsentError
+from finsent.core.hardware import usable_cores
 from finsent.core.logs import warn
 from finsent.inference.backends import BACKENDS, DEVICES, ONNX_RUNTIMES, check_onnx_fresh, find_onnx
 from finsent.inference.cascade import CascadePredictor, early_exit_dir
@@ -176,8 +177,16 @@ def resolve_backend(model_dir: str | Path, backend: str = AUTO, device: str = "c
     return chosen["backend"], why
 
 
-def build_predictor(model_dir: str | Path, options: PredictorOptions | None = None):
-    """A Predictor, or a CascadePredictor for --cascade and for the shallow-student early exit."""
+def auto_streams(backend: str, threads: int | None, combined: bool) -> int:
+    """Concurrent forward passes for a server (--streams auto): two on an ONNX engine with two cores or more (two
+    single-thread passes over a server's small batches outrun one two-thread pass), else one; one for the combined
+    predictors (early exit, cascade)."""
+    return 2 if backend == "onnx" and not combined and (threads or usable_cores()) >= 2 else 1
+
+
+def build_predictor(model_dir: str | Path, options: PredictorOptions | None = None, streams: int | None = 1):
+    """A Predictor, or a CascadePredictor for --cascade and for the shallow-student early exit. streams: forward
+    passes that may run at once (a server's; None: auto_streams)."""
     from finsent.models.exits import has_exits
 
     opts = options or PredictorOptions()
@@ -185,6 +194,10 @@ def build_predictor(model_dir: str | Path, options: PredictorOptions | None = No
     own_exits = early_exit and not opts.early_exit_dir and has_exits(model_dir)
     among = EXIT_ENGINES if own_exits else None  # the engines the run's own exit segments were tuned on
     chosen, why = resolve_engine(model_dir, opts, onnx_only=early_exit, among=among)  # exits: ONNX or fp32 torch
+    if streams is None:
+        streams = auto_streams(chosen["backend"], opts.threads, early_exit or bool(opts.cascade))
+    elif streams > 1 and (early_exit or opts.cascade):
+        raise FinsentError(f"--streams {streams}: one forward pass at a time with --early_exit or --cascade; use 1")
     on = dict(batch_size=opts.batch_size, num_threads=opts.threads, device=opts.device, **chosen)
     if own_exits:  # exits trained with the model
         if opts.cascade_threshold is not None:
@@ -192,7 +205,7 @@ def build_predictor(model_dir: str | Path, options: PredictorOptions | None = No
                 f"--cascade_threshold: {model_dir} has its own exits, each with the threshold chosen on validation; leave it out"
             )
         return _chosen(Predictor(model_dir, **on, early_exit=True), opts.backend, why)
-    predictor = _chosen(Predictor(model_dir, **on), opts.backend, why)
+    predictor = _chosen(Predictor(model_dir, **on, streams=streams), opts.backend, why)
     if early_exit:  # the shallow exit: its own run folder, so auto chooses for it on its own
         exit_dir = early_exit_dir(model_dir, opts.early_exit_dir)
         shallow = Predictor(exit_dir, **{**on, **resolve_engine(exit_dir, opts, onnx_only=True)[0]})

@@ -6,6 +6,7 @@ import copy
 import itertools
 import os
 import queue
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -72,6 +73,7 @@ class Predictor:
         device: str = "cpu",
         early_exit: bool = False,
         precision: str = "fp32",
+        streams: int = 1,
     ):
         if isinstance(backend, str) and backend not in BACKENDS:
             raise FinsentError(f"--backend {backend!r}: expected one of {', '.join(BACKENDS)}")
@@ -82,6 +84,12 @@ class Predictor:
         batch_size = BATCH_SIZE[device] if batch_size is None else batch_size
         if batch_size < 1:
             raise FinsentError(f"--batch_size {batch_size}: must be at least 1")
+        if streams < 1 or (streams > 1 and (backend != "onnx" or early_exit)):
+            raise FinsentError(
+                f"--streams {streams}: concurrent forward passes run on an ONNX engine without --early_exit; use 1 otherwise"
+                if streams >= 1
+                else f"--streams {streams}: must be at least 1"
+            )
         self.model_dir = Path(model_dir)
         self.info = read_model_info(self.model_dir)
         if not isinstance(backend, str):  # an engine object (benchmarks): .name, .tokenizer, .input_names, .num_labels
@@ -103,7 +111,9 @@ class Predictor:
                     f"{path}: an onnxruntime int8 export from an earlier finsent, slow on OpenVINO; re-run "
                     f"`finsent export-onnx --model_dir {self.model_dir}` (NNCF int8, about 2x faster)"
                 )
-            self.backend: Callable[[dict], np.ndarray] = OnnxBackend(path, num_threads, onnx_runtime, precision)
+            self.backend: Callable[[dict], np.ndarray] = OnnxBackend(
+                path, num_threads, onnx_runtime, precision, streams
+            )
             input_names = self.backend.input_names
         else:
             self.backend = TorchBackend(self.model_dir, num_threads, device, precision)
@@ -116,6 +126,8 @@ class Predictor:
         self.input_names = [n for n in input_names if n in ("input_ids", "attention_mask", "token_type_ids")]
         self.batch_size = batch_size
         self.pad_id = self.tokenizer.pad_token_id or 0
+        self.streams = streams  # forward passes that may run at once, from as many calling threads
+        self._local = threading.local()  # with streams > 1: a tokenizer copy per calling thread
         self.tokenizer_threads = max(1, min(8, (os.cpu_count() or 2) - 1))
         self._tokenizers: queue.SimpleQueue = queue.SimpleQueue()  # the copies not in use right now
         self._tokenizer_copies: list = []
@@ -154,7 +166,7 @@ class Predictor:
     def _tokenize(self, texts: Sequence[str], tokenizer=None) -> tuple[list[list[int]], np.ndarray]:
         if not texts:  # the tokenizer fails on an empty batch
             return [], np.zeros(0, dtype=bool)
-        tokenizer = tokenizer or self.tokenizer
+        tokenizer = tokenizer or self._own_tokenizer()
         max_length = self.info.max_length
         ids = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
         truncated = np.zeros(len(texts), dtype=bool)
@@ -163,6 +175,14 @@ class Predictor:
             full = tokenizer([texts[i] for i in at_limit], truncation=False, verbose=False)["input_ids"]
             truncated[at_limit] = [len(x) > max_length for x in full]
         return ids, truncated
+
+    def _own_tokenizer(self):
+        """The tokenizer for this thread: a call sets its truncation, so concurrent calls (streams > 1) use copies."""
+        if self.streams == 1:
+            return self.tokenizer
+        if not hasattr(self._local, "tokenizer"):
+            self._local.tokenizer = copy.deepcopy(self.tokenizer)
+        return self._local.tokenizer
 
     def _feeds(self, batch: list[list[int]]) -> dict[str, np.ndarray]:
         lengths = np.fromiter(map(len, batch), dtype=np.int64, count=len(batch))

@@ -16,14 +16,14 @@ from finsent.core.logs import LOGGER
 from finsent.inference.factory import PredictorOptions
 
 
-def predictor_for(args: argparse.Namespace, model_dir: str | None = None):
+def predictor_for(args: argparse.Namespace, model_dir: str | None = None, streams: int | None = 1):
     """The one predictor factory, on the command's model flags; says once on stderr which backend it chose."""
     from transformers.utils import logging as hf_logging
 
     from finsent.inference.factory import build_predictor
 
     hf_logging.disable_progress_bar()
-    predictor = build_predictor(model_dir or args.model_dir, from_args(PredictorOptions, args))
+    predictor = build_predictor(model_dir or args.model_dir, from_args(PredictorOptions, args), streams)
     choice = getattr(predictor, "backend_choice", None) or getattr(
         getattr(predictor, "primary", None), "backend_choice", None
     )
@@ -122,7 +122,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(notice, file=sys.stderr)
     if cfg.log_predictions and Path(cfg.log_predictions).exists() and not Path(cfg.log_predictions).is_dir():
         raise FinsentError(f"--log_predictions {cfg.log_predictions}: not a folder; give a folder for the log files")
-    predictor = predictor_for(args, cfg.model_dir)
+    predictor = predictor_for(args, cfg.model_dir, cfg.streams)
     server.serve(
         predictor,
         host=host,
