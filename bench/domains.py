@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from finsent.core import metrics
+from finsent.core.hardware import cpu_model
 from finsent.core.serialization import write_json, write_text
 from finsent.data.corpus import load_data
 from finsent.data.labels import LABELS
@@ -44,6 +44,8 @@ ROWS = {
     "minilm-mix-full": (CORPORA, {"use_lora": False}, None),  # full fine-tuning, lr 1e-4
     "teacher-pb": (["phrasebank"], {"use_lora": True, "model_name": MPNET, "lora_config": "lora_attention.json"}, None),
     "teacher-mix": (CORPORA, {"use_lora": True, "model_name": MPNET, "lora_config": "lora_attention.json"}, None),
+    # every weight free, at the learning rate base-size encoders are fine-tuned with
+    "teacher-mix-full": (CORPORA, {"use_lora": False, "model_name": MPNET, "learning_rate": 3e-5}, None),
     "student-mix": (CORPORA, {"use_lora": True}, {"teacher": "teacher-mix", "unlabeled_agreement": "50"}),
     # full fine-tuning (19 min on the mix against LoRA's 21) and no unlabeled pool: the 20-minute budget on 2 cores
     "student-mix-full": (CORPORA, {"use_lora": False}, {"teacher": "teacher-mix", "unlabeled_agreement": "none"}),
@@ -53,13 +55,6 @@ GOALS = {  # issue 22: accuracy on each source's test split
     "student-mix": {"twitter-financial-news": 0.89, "phrasebank": 0.96},
     "minilm-mix": {"twitter-financial-news": 0.88, "phrasebank": 0.945},
 }
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
 
 
 def load() -> list[float]:
@@ -79,6 +74,7 @@ def config_for(row: str, seed: int, out: Path, args) -> tuple[TrainConfig, Disti
         version=f"{row}-s{seed}",
         max_length=args.max_length,
         num_epochs=args.num_epochs,
+        precision=args.precision,
         tracking_uri=f"sqlite:///{args.work_dir.resolve()}/mlruns.db",
         **overrides,
     )
@@ -139,18 +135,21 @@ def run_row(row: str, seed: int, args, splits) -> dict:
         "int8_per_s": rate,
         "loadavg_after_int8": load() if rate else None,
         "config": {k: results["config"].get(k) for k in ("model_name", "use_lora", "max_length", "num_epochs", "lr")},
+        "cpu": cpu_model(),
+        "precision": results["config"].get("precision", "fp32"),
     }
 
 
 def to_markdown(rows: list[dict], cpu: str) -> str:
     lines = [
-        f"# Beyond PhraseBank: test accuracy per source ({cpu}, {os.cpu_count()} cores)",
+        f"# Beyond PhraseBank: test accuracy per source ({os.cpu_count()} cores; this run on {cpu})",
         "",
         "`python bench/domains.py`: each row a real finsent run per seed, scored on every source's test split of the "
         "same seed (Twitter Financial News: its published validation split). Mean over seeds; macro-F1 in brackets.",
         "",
-        "| row | seeds | " + " | ".join(CORPORA) + " | train time per run (s) | int8 texts/s | load before / after |",
-        "| --- | --- | " + " | ".join("---" for _ in CORPORA) + " | --- | --- | --- |",
+        "| row | seeds | " + " | ".join(CORPORA) + " | train time per run (s) | CPU, training precision | int8 texts/s "
+        "| load before / after |",
+        "| --- | --- | " + " | ".join("---" for _ in CORPORA) + " | --- | --- | --- | --- |",
     ]
     for row in dict.fromkeys(r["row"] for r in rows):
         mine = [r for r in rows if r["row"] == row]
@@ -165,7 +164,8 @@ def to_markdown(rows: list[dict], cpu: str) -> str:
         rates = [r["int8_per_s"] for r in mine if r.get("int8_per_s")]
         rate = f"{np.mean(rates):,.0f}" if rates else ""
         loads = "; ".join(f"{r['loadavg_before'][0]:.2f} / {r['loadavg_after'][0]:.2f}" for r in mine)
-        lines.append(f"| {row} | {len(mine)} | " + " | ".join(cells) + f" | {times} | {rate} | {loads} |")
+        where = "; ".join(sorted({f"{r['cpu']}, {r['precision']}" for r in mine}))
+        lines.append(f"| {row} | {len(mine)} | " + " | ".join(cells) + f" | {times} | {where} | {rate} | {loads} |")
     lines += [
         "",
         "Validation (what the choices were made on), accuracy per source:",
@@ -194,6 +194,7 @@ def main(argv=None) -> int:
     parser.add_argument("--teacher_tag", default="", help="the teacher row's tag, e.g. -e1 for teacher-mix-e1")
     parser.add_argument("--max_length", type=int, default=TrainConfig().max_length)
     parser.add_argument("--num_epochs", type=float, default=TrainConfig().num_epochs)
+    parser.add_argument("--precision", default="auto", help="training arithmetic (finsent train --precision)")
     parser.add_argument("--int8", action="store_true", help="export each run and time its int8 path on the test split")
     parser.add_argument("--work_dir", type=Path, default=Path("outputs/domains"))
     parser.add_argument("--out", type=Path, default=Path("bench/results/domains"))
@@ -201,7 +202,8 @@ def main(argv=None) -> int:
     cpu = cpu_model()
     print(f"CPU: {cpu}, {os.cpu_count()} cores; load {load()}", flush=True)
     saved = args.out.with_suffix(".json")
-    rows = json.loads(saved.read_text())["rows"] if saved.is_file() else []
+    earlier = json.loads(saved.read_text()) if saved.is_file() else {"rows": []}
+    rows = [{"cpu": earlier.get("cpu"), "precision": "fp32", **r} for r in earlier["rows"]]  # rows from before both
     data = load_data(CORPORA)
     for seed in args.seeds:
         splits = split_data(data, seed)

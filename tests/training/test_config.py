@@ -66,6 +66,7 @@ INVALID = [
     ({"high_confidence": 1.5}, "--high_confidence 1.5"),
     ({"low_confidence": 0.9, "high_confidence": 0.6}, "--low_confidence 0.9 must be below --high_confidence 0.6"),
     ({"text_column": ""}, "--text_column ''"),
+    ({"precision": "int8"}, "--precision 'int8': must be one of auto, fp32, bf16, fp16"),
 ]
 
 

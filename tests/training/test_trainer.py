@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import train_short
+from finsent.core.hardware import has_bf16
 from finsent.core.metrics import error_types
 from finsent.data.corpus import load_data
 from finsent.data.splits import split_data
@@ -108,6 +109,18 @@ def test_full_run_meets_contract(full_run):
     assert (full_run / "model.safetensors").is_file() and not (full_run / "adapter_config.json").exists()
     assert results["trainable_percent"] == pytest.approx(100.0)
     assert results["accuracy"] > 0.7
+
+
+@pytest.mark.skipif(not has_bf16(), reason="this CPU has no bf16 instructions (AMX-BF16, AVX512-BF16, ARM bf16)")
+def test_bf16_run_on_a_cpu_that_has_it(lora_run, phrasebank_zip, tmp_path):
+    """--precision bf16 trains in mixed precision on the CPU and keeps fp32 weights: the same contract, the same split,
+    accuracy near the fp32 run's."""
+    results = train_short(tmp_path / "bf16", phrasebank_zip, "--use_lora", "--precision", "bf16")
+    fp32 = json.loads((lora_run / "results.json").read_text())
+    assert results["config"]["precision"] == "bf16" and fp32["config"]["precision"] == "fp32"
+    check_contract(tmp_path / "bf16", use_lora=True)
+    assert [r["text"] for r in read_log(tmp_path / "bf16")] == [r["text"] for r in read_log(lora_run)]
+    assert abs(results["accuracy"] - fp32["accuracy"]) < 0.05
 
 
 def test_same_seed_same_split_and_metrics(lora_run, phrasebank_zip, tmp_path, capsys):

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from finsent.core.errors import FinsentError
+from finsent.core.hardware import has_bf16
 from finsent.core.logs import LOGGER
 from finsent.data.corpus import describe, load_data, load_entity_data
 from finsent.data.entities import ENTITY, EntityFormat
@@ -88,12 +89,27 @@ def _subsample(part: LabelledData, n: int | None, seed: int) -> LabelledData:
     return part.subset(idx)
 
 
-def _precision_flags() -> dict:
+def precision_flags(precision: str = "auto") -> dict:
+    """TrainingArguments flags for --precision on this machine; one line where the hardware cannot do it."""
     import torch
 
-    if not torch.cuda.is_available():
-        return {"use_cpu": True}
-    return {"bf16": True} if torch.cuda.is_bf16_supported() else {"fp16": True}
+    gpu = torch.cuda.is_available()
+    if precision == "auto":
+        precision = "fp32" if not gpu else "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if not gpu and precision == "fp16":
+        raise FinsentError("--precision fp16 needs a GPU; on a CPU use fp32, or bf16 where the CPU has AMX-BF16")
+    if not gpu and precision == "bf16" and not has_bf16():
+        raise FinsentError(
+            "--precision bf16: this CPU has no bf16 instructions (AMX-BF16, AVX512-BF16 or ARM bf16); use fp32"
+        )
+    if gpu and precision == "bf16" and not torch.cuda.is_bf16_supported():
+        raise FinsentError("--precision bf16: this GPU has no bf16; use fp16")
+    flags = {"fp32": {}, "bf16": {"bf16": True}, "fp16": {"fp16": True}}[precision]
+    return {**flags, "use_cpu": True} if not gpu else flags
+
+
+def _precision_name(flags: dict) -> str:
+    return "bf16" if flags.get("bf16") else "fp16" if flags.get("fp16") else "fp32"
 
 
 def _compute_metrics(pred) -> dict:
@@ -202,7 +218,7 @@ def training_arguments(cfg: TrainConfig, recipe: Recipe, ckpt_dir: Path):
         report_to=[],
         seed=cfg.seed,
         data_seed=cfg.seed,
-        **_precision_flags(),
+        **precision_flags(cfg.precision),
     )
 
 
@@ -239,7 +255,7 @@ def _config_record(cfg: TrainConfig, lora_settings: dict | None) -> dict:
         learning_rate=cfg.lr,
         lora=lora_settings,
         device="cuda" if torch.cuda.is_available() else "cpu",
-        precision=next(iter(_precision_flags())).replace("use_cpu", "fp32"),
+        precision=_precision_name(precision_flags(cfg.precision)),
     )
     return config
 
@@ -329,6 +345,7 @@ def train(cfg: TrainConfig, log=None, distill: DistillConfig | None = None) -> d
     splits, model, fit, write the run, then the recipe's own work on it (thresholds)."""
     log = log or LOGGER.info
     recipe = Recipe() if distill is None else DistillationRecipe(distill)
+    precision_flags(cfg.precision)  # the hardware can do it: checked before any data is read
     data, splits, n_extra = prepare_splits(cfg)
     plan = recipe.plan(splits, cfg, log)  # a distillation checks its teacher here, before any folder is made
     lora_settings = lora.read_lora_config(cfg.lora_config) if cfg.use_lora else None  # a bad file: no folder either
