@@ -490,8 +490,8 @@ def markdown(result: dict) -> str:
         f"{'x'.join(map(str, GEMM))}: int8 on OpenVINO (QDQ graph) {result['peaks']['int8'] / 1e9:.0f} G/s, int8 on "
         f"onnxruntime (MatMulInteger u8 x s8) {result['peaks'].get('int8_onnxruntime', 0) / 1e9:.0f} G/s, fp32 on onnxruntime "
         f"(MatMul) {result['peaks']['fp32'] / 1e9:.0f} G/s, bf16 on OpenVINO "
-        f"{result['peaks'].get('bf16', 0) / 1e9:.0f} G/s (0: the CPU has no bf16); '% of best peak' is of the largest "
-        "int8/bf16 one.",
+        + (f"{result['peaks']['bf16'] / 1e9:.0f} G/s" if result["peaks"].get("bf16") else "not measured (no bf16 here)")
+        + "; '% of best peak' is of the largest int8/bf16 one.",
         "",
         "| backend | sentences/s | vs pipeline (b=1) | vs pipeline (b=32) | G multiply-adds/s | % of best peak | "
         "% of fp32 peak | tokenization share | peak RSS (MB) | labels = torch fp32 | load avg (1 min) before / after |",

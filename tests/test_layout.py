@@ -126,3 +126,14 @@ def test_modules_are_of_a_size():
         if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES
     ]
     assert big == []
+
+
+def test_the_cli_starts_without_the_heavy_libraries():
+    """`finsent ...` imports torch, transformers and scikit-learn only when a command needs them: a file scored in 20 s
+    should not spend a second of it importing what the scoring path never calls."""
+    import subprocess
+    import sys
+
+    code = "import sys, finsent.apps.cli; print(sorted({'torch', 'transformers', 'sklearn'} & set(sys.modules)))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "[]"
