@@ -24,8 +24,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from domains import cpu_model, int8_rate, load  # noqa: E402
+from domains import int8_rate, load  # noqa: E402
 from finsent.core import metrics  # noqa: E402
+from finsent.core.hardware import cpu_model  # noqa: E402
 from finsent.core.serialization import write_json, write_text  # noqa: E402
 from finsent.data.corpus import load_data, load_entity_data  # noqa: E402
 from finsent.data.labels import LABELS  # noqa: E402
@@ -45,6 +46,8 @@ ROWS = {
     "entity-minilm": (ENTITY, None),
     "entity-minilm-pair": ({**ENTITY, "entity_style": "pair"}, None),
     "entity-teacher": ({**ENTITY, "model_name": MPNET, "lora_config": "lora_attention.json"}, None),
+    # every weight free, at the learning rate base-size encoders are fine-tuned with (the sentence teacher's best)
+    "entity-teacher-full": ({**ENTITY, "use_lora": False, "model_name": MPNET, "learning_rate": 3e-5}, None),
     "entity-student": ({**ENTITY, "use_lora": False}, {"teacher": "entity-teacher", "unlabeled_agreement": "none"}),
 }
 GOALS = {"entity-teacher": (0.95, 0.90), "entity-student": (0.93, 0.85)}  # SEntFiN accuracy, mixed_accuracy
@@ -62,6 +65,7 @@ def config_for(row: str, seed: int, out: Path, args) -> tuple[TrainConfig, Disti
         version=out.name,
         max_length=args.max_length,
         num_epochs=args.num_epochs,
+        precision=args.precision,
         tracking_uri=f"sqlite:///{args.work_dir.resolve()}/mlruns.db",
     )
     distill = None
@@ -123,6 +127,8 @@ def run_row(row: str, seed: int, args, splits) -> dict:
         "config": {
             k: results["config"].get(k) for k in ("model_name", "use_lora", "entity_style", "max_length", "num_epochs")
         },
+        "cpu": cpu_model(),
+        "precision": results["config"].get("precision", "fp32"),
     }
 
 
@@ -132,9 +138,12 @@ def _cell(rows: list[dict], part: str, source: str, key: str) -> str:
 
 
 def to_markdown(rows: list[dict], cpu: str) -> str:
-    head = "| row | seeds | all | sentfin | finentity | sentfin mixed | finentity mixed | all macro-F1 | val all | val mixed | train s | int8 pairs/s | load before / after |"
+    head = (
+        "| row | seeds | all | sentfin | finentity | sentfin mixed | finentity mixed | all macro-F1 | val all | "
+        "val mixed | train s | CPU, training precision | int8 pairs/s | load before / after |"
+    )
     lines = [
-        f"# Entity-level sentiment: test accuracy per (text, entity) pair ({cpu}, {os.cpu_count()} cores)",
+        f"# Entity-level sentiment: test accuracy per (text, entity) pair ({os.cpu_count()} cores; this run on {cpu})",
         "",
         "`python bench/entity.py`: SEntFiN 1.0 and FinEntity split by text (80/10/10, stratified, seeded); each row "
         "a real finsent run per seed; mixed = `mixed_accuracy`, the entities of test texts whose entities carry "
@@ -163,6 +172,7 @@ def to_markdown(rows: list[dict], cpu: str) -> str:
             _cell(mine, "val", "all", "accuracy"),
             _cell(mine, "val", "all", "mixed_accuracy"),
             "-".join(f"{r['train_runtime_s']:.0f}" for r in mine),
+            "; ".join(sorted({f"{r['cpu']}, {r['precision']}" for r in mine})),
             f"{np.mean(rates):,.0f}" if rates else "",
             "; ".join(f"{r['loadavg_before'][0]:.2f} / {r['loadavg_after'][0]:.2f}" for r in mine),
         ]
@@ -178,6 +188,7 @@ def main(argv=None) -> int:
     parser.add_argument("--teacher_tag", default="", help="the teacher row's tag, e.g. -e1 (pass as --teacher_tag=-e1)")
     parser.add_argument("--max_length", type=int, default=TrainConfig().max_length)
     parser.add_argument("--num_epochs", type=float, default=TrainConfig().num_epochs)
+    parser.add_argument("--precision", default="auto", help="training arithmetic (finsent train --precision)")
     parser.add_argument("--int8", action="store_true", help="export each entity run and time its int8 path")
     parser.add_argument("--work_dir", type=Path, default=Path("outputs/entity"))
     parser.add_argument("--out", type=Path, default=Path("bench/results/entity"))
@@ -185,7 +196,8 @@ def main(argv=None) -> int:
     cpu = cpu_model()
     print(f"CPU: {cpu}, {os.cpu_count()} cores; load {load()}", flush=True)
     saved = args.out.with_suffix(".json")
-    rows = json.loads(saved.read_text())["rows"] if saved.is_file() else []
+    earlier = json.loads(saved.read_text()) if saved.is_file() else {"rows": []}
+    rows = [{"cpu": earlier.get("cpu"), "precision": "fp32", **r} for r in earlier["rows"]]  # rows from before both
     data = load_entity_data(CORPORA)
     load_data("phrasebank")  # the baseline's corpus is there before any run starts
     for seed in args.seeds:
