@@ -92,8 +92,9 @@ def score_sources(run: Path, part) -> dict:
     return metrics.per_source_metrics(part.labels, probs, part.sources, LABELS)
 
 
-def int8_rate(run: Path, texts: list[str], repeats: int = 3) -> float:
-    """Texts/s of the run's int8 export on OpenVINO (exported here if it is not), best of a few passes over texts."""
+def onnx_rate(run: Path, texts: list[str], repeats: int = 3) -> float:
+    """Texts/s of the run's ONNX export on the engine export-onnx tuned for this CPU (int8 or bf16; exported and tuned
+    here if it is not), best of a few passes over texts."""
     from finsent.export.onnx import export_onnx
 
     if not (run / "onnx" / "model.int8.onnx").is_file():
@@ -118,7 +119,7 @@ def run_row(row: str, seed: int, args, splits) -> dict:
     per_source = score_sources(out, splits.test)
     val = score_sources(out, splits.val)  # what choices (caps, weights) are made on
     after = load()
-    rate = int8_rate(out, splits.test.texts) if args.int8 else None
+    rate = onnx_rate(out, splits.test.texts) if args.int8 else None
     return {
         "row": row + args.tag,
         "mix": args.mix and Path(args.mix).read_text(),
@@ -133,6 +134,7 @@ def run_row(row: str, seed: int, args, splits) -> dict:
         "loadavg_before": before,
         "loadavg_after": after,
         "int8_per_s": rate,
+        "onnx_engine": json.loads((out / "onnx" / "export.json").read_text())["engine"]["chosen"] if rate else None,
         "loadavg_after_int8": load() if rate else None,
         "config": {k: results["config"].get(k) for k in ("model_name", "use_lora", "max_length", "num_epochs", "lr")},
         "cpu": cpu_model(),
@@ -147,7 +149,9 @@ def to_markdown(rows: list[dict], cpu: str) -> str:
         "`python bench/domains.py`: each row a real finsent run per seed, scored on every source's test split of the "
         "same seed (Twitter Financial News: its published validation split). Mean over seeds; macro-F1 in brackets.",
         "",
-        "| row | seeds | " + " | ".join(CORPORA) + " | train time per run (s) | CPU, training precision | int8 texts/s "
+        "| row | seeds | "
+        + " | ".join(CORPORA)
+        + " | train time per run (s) | CPU, training precision | ONNX texts/s (tuned engine) "
         "| load before / after |",
         "| --- | --- | " + " | ".join("---" for _ in CORPORA) + " | --- | --- | --- | --- |",
     ]
@@ -162,7 +166,8 @@ def to_markdown(rows: list[dict], cpu: str) -> str:
             cells.append(f"{np.mean(acc):.4f} ({np.mean(f1):.3f}){mark}" if acc else "")
         times = "-".join(f"{r['train_runtime_s']:.0f}" for r in mine)
         rates = [r["int8_per_s"] for r in mine if r.get("int8_per_s")]
-        rate = f"{np.mean(rates):,.0f}" if rates else ""
+        engines = ", ".join(sorted({r["onnx_engine"] for r in mine if r.get("onnx_engine")}))
+        rate = f"{np.mean(rates):,.0f} ({engines})" if rates else ""
         loads = "; ".join(f"{r['loadavg_before'][0]:.2f} / {r['loadavg_after'][0]:.2f}" for r in mine)
         where = "; ".join(sorted({f"{r['cpu']}, {r['precision']}" for r in mine}))
         lines.append(f"| {row} | {len(mine)} | " + " | ".join(cells) + f" | {times} | {where} | {rate} | {loads} |")
@@ -195,7 +200,9 @@ def main(argv=None) -> int:
     parser.add_argument("--max_length", type=int, default=TrainConfig().max_length)
     parser.add_argument("--num_epochs", type=float, default=TrainConfig().num_epochs)
     parser.add_argument("--precision", default="auto", help="training arithmetic (finsent train --precision)")
-    parser.add_argument("--int8", action="store_true", help="export each run and time its int8 path on the test split")
+    parser.add_argument(
+        "--int8", action="store_true", help="export each run and time its tuned ONNX engine on the test split"
+    )
     parser.add_argument("--work_dir", type=Path, default=Path("outputs/domains"))
     parser.add_argument("--out", type=Path, default=Path("bench/results/domains"))
     args = parser.parse_args(argv)

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from domains import int8_rate, load  # noqa: E402
+from domains import load, onnx_rate  # noqa: E402
 from finsent.core import metrics  # noqa: E402
 from finsent.core.hardware import cpu_model  # noqa: E402
 from finsent.core.serialization import write_json, write_text  # noqa: E402
@@ -110,7 +110,7 @@ def run_row(row: str, seed: int, args, splits) -> dict:
     test = score(out, splits.test, sentence_level)
     val = score(out, splits.val, sentence_level)
     after = load()
-    rate = int8_rate(out, run_inputs(out, splits.test)) if args.int8 and not sentence_level else None
+    rate = onnx_rate(out, run_inputs(out, splits.test)) if args.int8 and not sentence_level else None
     return {
         "row": row + tag,
         "seed": seed,
@@ -140,7 +140,7 @@ def _cell(rows: list[dict], part: str, source: str, key: str) -> str:
 def to_markdown(rows: list[dict], cpu: str) -> str:
     head = (
         "| row | seeds | all | sentfin | finentity | sentfin mixed | finentity mixed | all macro-F1 | val all | "
-        "val mixed | train s | CPU, training precision | int8 pairs/s | load before / after |"
+        "val mixed | train s | CPU, training precision | ONNX pairs/s (tuned engine) | load before / after |"
     )
     lines = [
         f"# Entity-level sentiment: test accuracy per (text, entity) pair ({os.cpu_count()} cores; this run on {cpu})",
