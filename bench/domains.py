@@ -92,9 +92,9 @@ def score_sources(run: Path, part) -> dict:
     return metrics.per_source_metrics(part.labels, probs, part.sources, LABELS)
 
 
-def onnx_rate(run: Path, texts: list[str], repeats: int = 3) -> float:
-    """Texts/s of the run's ONNX export on the engine export-onnx tuned for this CPU (int8 or bf16; exported and tuned
-    here if it is not), best of a few passes over texts."""
+def onnx_rate(run: Path, texts: list[str], repeats: int = 3) -> tuple[float, str]:
+    """(texts/s, engine name) of the run's ONNX export on the engine export-onnx tuned for this CPU (int8 or bf16;
+    exported and tuned here if it is not), best of a few passes over texts."""
     from finsent.export.onnx import export_onnx
 
     if not (run / "onnx" / "model.int8.onnx").is_file():
@@ -106,7 +106,13 @@ def onnx_rate(run: Path, texts: list[str], repeats: int = 3) -> float:
         start = time.perf_counter()
         predictor.score(texts)
         rates.append(len(texts) / (time.perf_counter() - start))
-    return max(rates)
+    return max(rates), json.loads((run / "onnx" / "export.json").read_text())["engine"]["chosen"]
+
+
+def read_rows(saved: Path) -> list[dict]:
+    """The rows a benchmark saved earlier; rows from before the CPU and precision were recorded get the file's CPU."""
+    earlier = json.loads(saved.read_text()) if saved.is_file() else {"rows": []}
+    return [{"cpu": earlier.get("cpu"), "precision": "fp32", **r} for r in earlier["rows"]]
 
 
 def run_row(row: str, seed: int, args, splits) -> dict:
@@ -119,7 +125,7 @@ def run_row(row: str, seed: int, args, splits) -> dict:
     per_source = score_sources(out, splits.test)
     val = score_sources(out, splits.val)  # what choices (caps, weights) are made on
     after = load()
-    rate = onnx_rate(out, splits.test.texts) if args.int8 else None
+    rate, engine = onnx_rate(out, splits.test.texts) if args.int8 else (None, None)
     return {
         "row": row + args.tag,
         "mix": args.mix and Path(args.mix).read_text(),
@@ -134,7 +140,7 @@ def run_row(row: str, seed: int, args, splits) -> dict:
         "loadavg_before": before,
         "loadavg_after": after,
         "int8_per_s": rate,
-        "onnx_engine": json.loads((out / "onnx" / "export.json").read_text())["engine"]["chosen"] if rate else None,
+        "onnx_engine": engine,
         "loadavg_after_int8": load() if rate else None,
         "config": {k: results["config"].get(k) for k in ("model_name", "use_lora", "max_length", "num_epochs", "lr")},
         "cpu": cpu_model(),
@@ -209,8 +215,7 @@ def main(argv=None) -> int:
     cpu = cpu_model()
     print(f"CPU: {cpu}, {os.cpu_count()} cores; load {load()}", flush=True)
     saved = args.out.with_suffix(".json")
-    earlier = json.loads(saved.read_text()) if saved.is_file() else {"rows": []}
-    rows = [{"cpu": earlier.get("cpu"), "precision": "fp32", **r} for r in earlier["rows"]]  # rows from before both
+    rows = read_rows(saved)
     data = load_data(CORPORA)
     for seed in args.seeds:
         splits = split_data(data, seed)

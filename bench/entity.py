@@ -15,7 +15,6 @@ int8 path on the test pairs. CPU model and load average are printed beside each 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -24,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from domains import load, onnx_rate  # noqa: E402
+from domains import load, onnx_rate, read_rows  # noqa: E402
 from finsent.core import metrics  # noqa: E402
 from finsent.core.hardware import cpu_model  # noqa: E402
 from finsent.core.serialization import write_json, write_text  # noqa: E402
@@ -110,7 +109,8 @@ def run_row(row: str, seed: int, args, splits) -> dict:
     test = score(out, splits.test, sentence_level)
     val = score(out, splits.val, sentence_level)
     after = load()
-    rate = onnx_rate(out, run_inputs(out, splits.test)) if args.int8 and not sentence_level else None
+    timed = args.int8 and not sentence_level
+    rate, engine = onnx_rate(out, run_inputs(out, splits.test)) if timed else (None, None)
     return {
         "row": row + tag,
         "seed": seed,
@@ -121,6 +121,7 @@ def run_row(row: str, seed: int, args, splits) -> dict:
         "test": test,
         "val": val,
         "int8_pairs_per_s": rate,
+        "onnx_engine": engine,
         "loadavg_before": before,
         "loadavg_after": after,
         "loadavg_after_int8": load() if rate else None,
@@ -173,7 +174,9 @@ def to_markdown(rows: list[dict], cpu: str) -> str:
             _cell(mine, "val", "all", "mixed_accuracy"),
             "-".join(f"{r['train_runtime_s']:.0f}" for r in mine),
             "; ".join(sorted({f"{r['cpu']}, {r['precision']}" for r in mine})),
-            f"{np.mean(rates):,.0f}" if rates else "",
+            f"{np.mean(rates):,.0f} ({', '.join(sorted({r['onnx_engine'] for r in mine if r.get('onnx_engine')}))})"
+            if rates
+            else "",
             "; ".join(f"{r['loadavg_before'][0]:.2f} / {r['loadavg_after'][0]:.2f}" for r in mine),
         ]
         lines.append(f"| {row}{mark} | {len(mine)} | " + " | ".join(cells) + " |")
@@ -189,15 +192,14 @@ def main(argv=None) -> int:
     parser.add_argument("--max_length", type=int, default=TrainConfig().max_length)
     parser.add_argument("--num_epochs", type=float, default=TrainConfig().num_epochs)
     parser.add_argument("--precision", default="auto", help="training arithmetic (finsent train --precision)")
-    parser.add_argument("--int8", action="store_true", help="export each entity run and time its int8 path")
+    parser.add_argument("--int8", action="store_true", help="export each entity run and time its tuned ONNX engine")
     parser.add_argument("--work_dir", type=Path, default=Path("outputs/entity"))
     parser.add_argument("--out", type=Path, default=Path("bench/results/entity"))
     args = parser.parse_args(argv)
     cpu = cpu_model()
     print(f"CPU: {cpu}, {os.cpu_count()} cores; load {load()}", flush=True)
     saved = args.out.with_suffix(".json")
-    earlier = json.loads(saved.read_text()) if saved.is_file() else {"rows": []}
-    rows = [{"cpu": earlier.get("cpu"), "precision": "fp32", **r} for r in earlier["rows"]]  # rows from before both
+    rows = read_rows(saved)
     data = load_entity_data(CORPORA)
     load_data("phrasebank")  # the baseline's corpus is there before any run starts
     for seed in args.seeds:
@@ -211,7 +213,7 @@ def main(argv=None) -> int:
                 f"{result['row']} seed {seed}: all {t['all']['accuracy']:.4f} sentfin {t['sentfin']['accuracy']:.4f} "
                 f"finentity {t['finentity']['accuracy']:.4f} mixed {t['all']['mixed_accuracy']:.4f}; "
                 f"train {result['train_runtime_s']:.0f}s ({time.time() - start:.0f}s in all); "
-                f"int8 {result['int8_pairs_per_s'] or '-'} pairs/s; load {result['loadavg_before']} -> {result['loadavg_after']}",
+                f"ONNX {result['int8_pairs_per_s'] or '-'} pairs/s; load {result['loadavg_before']} -> {result['loadavg_after']}",
                 flush=True,
             )
             write_json(saved, {"cpu": cpu, "cores": os.cpu_count(), "rows": rows})
