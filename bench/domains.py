@@ -3,6 +3,7 @@ each scored on every source's test split of the same seed (one column per source
 
     python bench/domains.py --rows minilm-pb minilm-mix --seeds 0
     python bench/domains.py --rows teacher-mix student-mix --seeds 0 --max_length 64
+    python bench/domains.py --ensemble teacher-mix-full-bf16 teacher-mix-full-bf16-e3   # two finished runs, averaged
 
 Each row trains real finsent runs (`finsent train` / `finsent distill`, the default recipe unless the row says
 otherwise) into --work_dir/<row>-s<seed> (a finished run is reused), then scores the test split of the mix with the
@@ -85,11 +86,11 @@ def config_for(row: str, seed: int, out: Path, args) -> tuple[TrainConfig, Disti
     return cfg, distill
 
 
-def score_sources(run: Path, part) -> dict:
-    """Each source's accuracy, macro-F1 and ECE of a run on one split, scored through its own Predictor (calibrated)."""
-    predictor = build_predictor(run, PredictorOptions(backend="torch"))
-    probs = predictor.score(part.texts).probs
-    return metrics.per_source_metrics(part.labels, probs, part.sources, LABELS)
+def score_sources(runs: list[Path], part) -> dict:
+    """Each source's accuracy, macro-F1 and ECE on one split of the mean probability of one run or more (an
+    ensemble), each scored through its own Predictor (calibrated)."""
+    probs = [build_predictor(run, PredictorOptions(backend="torch")).score(part.texts).probs for run in runs]
+    return metrics.per_source_metrics(part.labels, np.mean(probs, axis=0), part.sources, LABELS)
 
 
 def onnx_rate(run: Path, texts: list[str], repeats: int = 3) -> tuple[float, str]:
@@ -122,8 +123,8 @@ def run_row(row: str, seed: int, args, splits) -> dict:
         cfg, distill = config_for(row, seed, out, args)
         train(cfg, distill=distill)
     results = read_results(out)
-    per_source = score_sources(out, splits.test)
-    val = score_sources(out, splits.val)  # what choices (caps, weights) are made on
+    per_source = score_sources([out], splits.test)
+    val = score_sources([out], splits.val)  # what choices (caps, weights) are made on
     after = load()
     rate, engine = onnx_rate(out, splits.test.texts) if args.int8 else (None, None)
     return {
@@ -145,6 +146,29 @@ def run_row(row: str, seed: int, args, splits) -> dict:
         "config": {k: results["config"].get(k) for k in ("model_name", "use_lora", "max_length", "num_epochs", "lr")},
         "cpu": cpu_model(),
         "precision": results["config"].get("precision", "fp32"),
+    }
+
+
+def ensemble_row(rows: list[str], seed: int, args, splits) -> dict:
+    """The mean of finished runs' probabilities (an ensemble teacher), scored like a row; nothing is trained."""
+    runs = [args.work_dir / f"{row}-s{seed}" for row in rows]
+    missing = [str(run) for run in runs if not (run / "results.json").is_file()]
+    if missing:
+        raise SystemExit(f"--ensemble: no finished run in {', '.join(missing)}; train those rows first")
+    before = load()
+    per_source, val = score_sources(runs, splits.test), score_sources(runs, splits.val)
+    results = [read_results(run) for run in runs]
+    return {
+        "row": "+".join(rows),
+        "seed": seed,
+        "run": " + ".join(map(str, runs)),
+        "train_runtime_s": sum(r["train_runtime_s"] for r in results),
+        "per_source": {k: {m: v[m] for m in ("accuracy", "macro_f1", "ece")} for k, v in per_source.items()},
+        "val_per_source": {k: {m: v[m] for m in ("accuracy", "macro_f1")} for k, v in val.items()},
+        "loadavg_before": before,
+        "loadavg_after": load(),
+        "cpu": cpu_model(),
+        "precision": "+".join(dict.fromkeys(r["config"].get("precision", "fp32") for r in results)),
     }
 
 
@@ -198,7 +222,7 @@ def to_markdown(rows: list[dict], cpu: str) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", nargs="+", default=["minilm-pb", "minilm-mix"], choices=list(ROWS))
+    parser.add_argument("--rows", nargs="+", default=None, choices=list(ROWS), help="default: minilm-pb minilm-mix")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--mix", default=None, help="a mix file (caps, weights) to train the -mix rows on")
     parser.add_argument("--tag", default="", help="appended to each row's name, e.g. -pbx3 for a mix variant")
@@ -209,9 +233,18 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--int8", action="store_true", help="export each run and time its tuned ONNX engine on the test split"
     )
+    parser.add_argument(
+        "--ensemble",
+        nargs="+",
+        default=[],
+        metavar="ROW",
+        help="also score the mean probability of these finished rows (tags included), e.g. two teachers",
+    )
     parser.add_argument("--work_dir", type=Path, default=Path("outputs/domains"))
     parser.add_argument("--out", type=Path, default=Path("bench/results/domains"))
     args = parser.parse_args(argv)
+    if args.rows is None:
+        args.rows = [] if args.ensemble else ["minilm-pb", "minilm-mix"]
     cpu = cpu_model()
     print(f"CPU: {cpu}, {os.cpu_count()} cores; load {load()}", flush=True)
     saved = args.out.with_suffix(".json")
@@ -222,9 +255,13 @@ def main(argv=None) -> int:
         alone = split_data(load_data(["phrasebank"]), seed)
         mixed = [t for t, s in zip(splits.test.texts, splits.test.sources) if s == "phrasebank"]
         assert alone.test.texts == mixed, "PhraseBank's test split differs inside the mix"
-        for row in args.rows:
+        for row in [*args.rows, *(["ensemble"] if args.ensemble else [])]:
             start = time.time()
-            result = run_row(row, seed, args, splits)
+            result = (
+                ensemble_row(args.ensemble, seed, args, splits)
+                if row == "ensemble"
+                else run_row(row, seed, args, splits)
+            )
             rows = [r for r in rows if (r["row"], r["seed"]) != (result["row"], seed)] + [result]
             accs = ", ".join(f"{k} {v['accuracy']:.4f}" for k, v in result["per_source"].items())
             print(
