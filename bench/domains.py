@@ -177,7 +177,8 @@ def to_markdown(rows: list[dict], cpu: str) -> str:
         f"# Beyond PhraseBank: test accuracy per source ({os.cpu_count()} cores; this run on {cpu})",
         "",
         "`python bench/domains.py`: each row a real finsent run per seed, scored on every source's test split of the "
-        "same seed (Twitter Financial News: its published validation split). Mean over seeds; macro-F1 in brackets.",
+        "same seed (Twitter Financial News: its published validation split). Mean over seeds (± their standard deviation); "
+        "macro-F1 in brackets.",
         "",
         "| row | seeds | "
         + " | ".join(CORPORA)
@@ -193,7 +194,8 @@ def to_markdown(rows: list[dict], cpu: str) -> str:
             f1 = [r["per_source"][source]["macro_f1"] for r in mine if source in r["per_source"]]
             goal = GOALS.get(next((g for g in GOALS if row.startswith(g)), ""), {}).get(source)
             mark = "" if goal is None else (" (goal met)" if np.mean(acc) >= goal else f" (goal {goal:.1%}: NOT met)")
-            cells.append(f"{np.mean(acc):.4f} ({np.mean(f1):.3f}){mark}" if acc else "")
+            spread = f" ± {np.std(acc, ddof=1):.4f}" if len(acc) > 1 else ""
+            cells.append(f"{np.mean(acc):.4f}{spread} ({np.mean(f1):.3f}){mark}" if acc else "")
         times = "-".join(f"{r['train_runtime_s']:.0f}" for r in mine)
         rates = [r["int8_per_s"] for r in mine if r.get("int8_per_s")]
         engines = ", ".join(sorted({r["onnx_engine"] for r in mine if r.get("onnx_engine")}))
