@@ -20,6 +20,7 @@ import json
 import os
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -86,11 +87,27 @@ def config_for(row: str, seed: int, out: Path, args) -> tuple[TrainConfig, Disti
     return cfg, distill
 
 
-def score_sources(runs: list[Path], part) -> dict:
-    """Each source's accuracy, macro-F1 and ECE on one split of the mean probability of one run or more (an
-    ensemble), each scored through its own Predictor (calibrated)."""
-    probs = [build_predictor(run, PredictorOptions(backend="torch")).score(part.texts).probs for run in runs]
-    return metrics.per_source_metrics(part.labels, np.mean(probs, axis=0), part.sources, LABELS)
+def score_sources(runs: list[Path], splits) -> dict:
+    """Each source's accuracy, macro-F1 (and ECE on test) on the test and validation splits (what choices are made
+    on) of the mean probability of one run or more (an ensemble), each run loaded once, its own Predictor
+    (calibrated)."""
+    predictors = [build_predictor(run, PredictorOptions(backend="torch")) for run in runs]
+    scored = {}
+    for key, part, names in (
+        ("per_source", splits.test, ("accuracy", "macro_f1", "ece")),
+        ("val_per_source", splits.val, ("accuracy", "macro_f1")),
+    ):
+        probs = np.mean([p.score(part.texts).probs for p in predictors], axis=0)
+        per_source = metrics.per_source_metrics(part.labels, probs, part.sources, LABELS)
+        scored[key] = {k: {m: v[m] for m in names} for k, v in per_source.items()}
+    return scored
+
+
+def onnx_cell(rows: list[dict], key: str) -> str:
+    """The mean ONNX rate of a row's seeds and the engines that gave it, for the table."""
+    rates = [r[key] for r in rows if r.get(key)]
+    engines = ", ".join(sorted({r["onnx_engine"] for r in rows if r.get("onnx_engine")}))
+    return f"{np.mean(rates):,.0f} ({engines})" if rates else ""
 
 
 def onnx_rate(run: Path, texts: list[str], repeats: int = 3) -> tuple[float, str]:
@@ -123,8 +140,7 @@ def run_row(row: str, seed: int, args, splits) -> dict:
         cfg, distill = config_for(row, seed, out, args)
         train(cfg, distill=distill)
     results = read_results(out)
-    per_source = score_sources([out], splits.test)
-    val = score_sources([out], splits.val)  # what choices (caps, weights) are made on
+    scored = score_sources([out], splits)
     after = load()
     rate, engine = onnx_rate(out, splits.test.texts) if args.int8 else (None, None)
     return {
@@ -136,8 +152,7 @@ def run_row(row: str, seed: int, args, splits) -> dict:
         "epochs_run": results["epochs_run"],
         "n_train": results["n_train"],
         "val_macro_f1": results["best_val_macro_f1"],
-        "per_source": {k: {m: v[m] for m in ("accuracy", "macro_f1", "ece")} for k, v in per_source.items()},
-        "val_per_source": {k: {m: v[m] for m in ("accuracy", "macro_f1")} for k, v in val.items()},
+        **scored,
         "loadavg_before": before,
         "loadavg_after": after,
         "int8_per_s": rate,
@@ -156,15 +171,14 @@ def ensemble_row(rows: list[str], seed: int, args, splits) -> dict:
     if missing:
         raise SystemExit(f"--ensemble: no finished run in {', '.join(missing)}; train those rows first")
     before = load()
-    per_source, val = score_sources(runs, splits.test), score_sources(runs, splits.val)
+    scored = score_sources(runs, splits)
     results = [read_results(run) for run in runs]
     return {
         "row": "+".join(rows),
         "seed": seed,
         "run": " + ".join(map(str, runs)),
         "train_runtime_s": sum(r["train_runtime_s"] for r in results),
-        "per_source": {k: {m: v[m] for m in ("accuracy", "macro_f1", "ece")} for k, v in per_source.items()},
-        "val_per_source": {k: {m: v[m] for m in ("accuracy", "macro_f1")} for k, v in val.items()},
+        **scored,
         "loadavg_before": before,
         "loadavg_after": load(),
         "cpu": cpu_model(),
@@ -177,8 +191,8 @@ def to_markdown(rows: list[dict], cpu: str) -> str:
         f"# Beyond PhraseBank: test accuracy per source ({os.cpu_count()} cores; this run on {cpu})",
         "",
         "`python bench/domains.py`: each row a real finsent run per seed, scored on every source's test split of the "
-        "same seed (Twitter Financial News: its published validation split). Mean over seeds (± their standard deviation); "
-        "macro-F1 in brackets.",
+        "same seed (Twitter Financial News: its published validation split). Mean over seeds (± their standard "
+        "deviation); macro-F1 in brackets.",
         "",
         "| row | seeds | "
         + " | ".join(CORPORA)
@@ -197,9 +211,7 @@ def to_markdown(rows: list[dict], cpu: str) -> str:
             spread = f" ± {np.std(acc, ddof=1):.4f}" if len(acc) > 1 else ""
             cells.append(f"{np.mean(acc):.4f}{spread} ({np.mean(f1):.3f}){mark}" if acc else "")
         times = "-".join(f"{r['train_runtime_s']:.0f}" for r in mine)
-        rates = [r["int8_per_s"] for r in mine if r.get("int8_per_s")]
-        engines = ", ".join(sorted({r["onnx_engine"] for r in mine if r.get("onnx_engine")}))
-        rate = f"{np.mean(rates):,.0f} ({engines})" if rates else ""
+        rate = onnx_cell(mine, "int8_per_s")
         loads = "; ".join(f"{r['loadavg_before'][0]:.2f} / {r['loadavg_after'][0]:.2f}" for r in mine)
         where = "; ".join(sorted({f"{r['cpu']}, {r['precision']}" for r in mine}))
         lines.append(f"| {row} | {len(mine)} | " + " | ".join(cells) + f" | {times} | {where} | {rate} | {loads} |")
@@ -257,17 +269,16 @@ def main(argv=None) -> int:
         alone = split_data(load_data(["phrasebank"]), seed)
         mixed = [t for t, s in zip(splits.test.texts, splits.test.sources) if s == "phrasebank"]
         assert alone.test.texts == mixed, "PhraseBank's test split differs inside the mix"
-        for row in [*args.rows, *(["ensemble"] if args.ensemble else [])]:
+        jobs = [partial(run_row, row) for row in args.rows]
+        if args.ensemble:
+            jobs.append(partial(ensemble_row, args.ensemble))
+        for job in jobs:
             start = time.time()
-            result = (
-                ensemble_row(args.ensemble, seed, args, splits)
-                if row == "ensemble"
-                else run_row(row, seed, args, splits)
-            )
+            result = job(seed, args, splits)
             rows = [r for r in rows if (r["row"], r["seed"]) != (result["row"], seed)] + [result]
             accs = ", ".join(f"{k} {v['accuracy']:.4f}" for k, v in result["per_source"].items())
             print(
-                f"{row} seed {seed}: {accs}; train {result['train_runtime_s']:.0f}s ({time.time() - start:.0f}s in all); "
+                f"{result['row']} seed {seed}: {accs}; train {result['train_runtime_s']:.0f}s ({time.time() - start:.0f}s in all); "
                 f"load {result['loadavg_before']} -> {result['loadavg_after']}",
                 flush=True,
             )

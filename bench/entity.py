@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from domains import load, onnx_rate, read_rows  # noqa: E402
+from domains import load, onnx_cell, onnx_rate, read_rows  # noqa: E402
 from finsent.core import metrics  # noqa: E402
 from finsent.core.hardware import cpu_model  # noqa: E402
 from finsent.core.serialization import write_json, write_text  # noqa: E402
@@ -156,7 +156,6 @@ def to_markdown(rows: list[dict], cpu: str) -> str:
     ]
     for row in dict.fromkeys(r["row"] for r in rows):
         mine = [r for r in rows if r["row"] == row]
-        rates = [r["int8_pairs_per_s"] for r in mine if r.get("int8_pairs_per_s")]
         goal = next((g for name, g in GOALS.items() if row.startswith(name)), None)
         mark = ""
         if goal:
@@ -174,9 +173,7 @@ def to_markdown(rows: list[dict], cpu: str) -> str:
             _cell(mine, "val", "all", "mixed_accuracy"),
             "-".join(f"{r['train_runtime_s']:.0f}" for r in mine),
             "; ".join(sorted({f"{r['cpu']}, {r['precision']}" for r in mine})),
-            f"{np.mean(rates):,.0f} ({', '.join(sorted({r['onnx_engine'] for r in mine if r.get('onnx_engine')}))})"
-            if rates
-            else "",
+            onnx_cell(mine, "int8_pairs_per_s"),
             "; ".join(f"{r['loadavg_before'][0]:.2f} / {r['loadavg_after'][0]:.2f}" for r in mine),
         ]
         lines.append(f"| {row}{mark} | {len(mine)} | " + " | ".join(cells) + " |")
