@@ -3,6 +3,7 @@
 import csv
 import json
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -81,6 +82,20 @@ def test_device_cuda_without_a_gpu_is_one_line_and_exit_2(lora_run, phrasebank_z
         ]
     with pytest.raises(FinsentError, match="only the torch backend runs on a GPU"):
         Predictor(lora_run, "onnx", device="cuda")
+
+
+def test_the_shared_encoder_tokenizes_like_transformers(torch_predictor, test_texts):
+    """Token ids equal the transformers tokenizer's with truncation; a text cut is flagged, one exactly at the limit
+    is not; threads share the encoder (nothing re-sets its truncation)."""
+    tokenizer, max_length = torch_predictor.tokenizer, torch_predictor.info.max_length
+    at_limit = next(t for t in (LONG[:n] for n in range(40, len(LONG))) if len(tokenizer(t)["input_ids"]) == max_length)
+    texts = [*test_texts[:50], LONG, at_limit, "$TSLA up 3% https://t.co/x 🚀"]
+    ids, truncated = torch_predictor.encode(texts)
+    assert ids == tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+    assert truncated.tolist() == [len(x) > max_length for x in tokenizer(texts)["input_ids"]]
+    assert truncated[-3] and not truncated[-2]
+    with ThreadPoolExecutor(4) as pool:
+        assert all(r[0] == ids for r in pool.map(torch_predictor.encode, [texts] * 8))
 
 
 def test_truncation_is_flagged(torch_predictor):

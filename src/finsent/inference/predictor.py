@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import copy
 import itertools
 import os
-import queue
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -33,6 +30,17 @@ BATCH_SIZE = {"cpu": 32, "cuda": 512}
 # Texts per tokenizer call: calls after the first run ahead on a thread pool (the fast tokenizer releases the GIL while
 # it encodes) and overlap the model; each chunk is sorted by length and batched on its own.
 TOKENIZE_CHUNK = 4096
+
+
+def truncating_encoder(tokenizer, max_length: int):
+    """A private copy of the run's Rust tokenizer that truncates at max_length and never pads. Nothing changes it
+    afterwards, so threads share it (a transformers tokenizer call re-sets truncation on every call), and each
+    encoding says whether it was cut (its overflowing part), so no second pass counts full lengths."""
+    rust = tokenizer.backend_tokenizer
+    encoder = type(rust).from_str(rust.to_str())
+    encoder.enable_truncation(max_length)
+    encoder.no_padding()
+    return encoder
 
 
 @dataclass
@@ -127,10 +135,8 @@ class Predictor:
         self.batch_size = batch_size
         self.pad_id = self.tokenizer.pad_token_id or 0
         self.streams = streams  # forward passes that may run at once, from as many calling threads
-        self._local = threading.local()  # with streams > 1: a tokenizer copy per calling thread
+        self._encoder = truncating_encoder(self.tokenizer, self.info.max_length)
         self.tokenizer_threads = max(1, min(8, (os.cpu_count() or 2) - 1))
-        self._tokenizers: queue.SimpleQueue = queue.SimpleQueue()  # the copies not in use right now
-        self._tokenizer_copies: list = []
         self.backend_choice: dict | None = None  # how inference.factory chose the backend (--backend auto)
 
     @property
@@ -163,26 +169,12 @@ class Predictor:
         self._check_unicode(texts)
         return self._tokenize(texts)
 
-    def _tokenize(self, texts: Sequence[str], tokenizer=None) -> tuple[list[list[int]], np.ndarray]:
-        if not texts:  # the tokenizer fails on an empty batch
+    def _tokenize(self, texts: Sequence[str]) -> tuple[list[list[int]], np.ndarray]:
+        if not texts:
             return [], np.zeros(0, dtype=bool)
-        tokenizer = tokenizer or self._own_tokenizer()
-        max_length = self.info.max_length
-        ids = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
-        truncated = np.zeros(len(texts), dtype=bool)
-        at_limit = [i for i, x in enumerate(ids) if len(x) >= max_length]
-        if at_limit:  # only texts that reached the limit can have been cut: count their full length
-            full = tokenizer([texts[i] for i in at_limit], truncation=False, verbose=False)["input_ids"]
-            truncated[at_limit] = [len(x) > max_length for x in full]
-        return ids, truncated
-
-    def _own_tokenizer(self):
-        """The tokenizer for this thread: a call sets its truncation, so concurrent calls (streams > 1) use copies."""
-        if self.streams == 1:
-            return self.tokenizer
-        if not hasattr(self._local, "tokenizer"):
-            self._local.tokenizer = copy.deepcopy(self.tokenizer)
-        return self._local.tokenizer
+        encodings = self._encoder.encode_batch_fast(list(texts))  # the GIL is released while Rust tokenizes
+        truncated = np.fromiter((bool(e.overflowing) for e in encodings), dtype=bool, count=len(encodings))
+        return [e.ids for e in encodings], truncated
 
     def _feeds(self, batch: list[list[int]]) -> dict[str, np.ndarray]:
         lengths = np.fromiter(map(len, batch), dtype=np.int64, count=len(batch))
@@ -202,17 +194,9 @@ class Predictor:
         if len(starts) <= 1:
             yield 0, *self._tokenize(texts)
             return
-        if not self._tokenizer_copies:  # one copy per thread: a tokenizer call changes its truncation settings
-            self._tokenizer_copies = [copy.deepcopy(self.tokenizer) for _ in range(self.tokenizer_threads)]
-            for tokenizer in self._tokenizer_copies:
-                self._tokenizers.put(tokenizer)
 
         def tokenize(start: int) -> tuple[list[list[int]], np.ndarray]:
-            tokenizer = self._tokenizers.get()
-            try:
-                return self._tokenize(texts[start : start + TOKENIZE_CHUNK], tokenizer)
-            finally:
-                self._tokenizers.put(tokenizer)
+            return self._tokenize(texts[start : start + TOKENIZE_CHUNK])
 
         with ThreadPoolExecutor(self.tokenizer_threads, thread_name_prefix="finsent-tokenize") as pool:
             for start, (ids, truncated) in zip(starts, pool.map(tokenize, starts)):
