@@ -102,9 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     for name in recipes:
         for seed in seeds:
             run = args.work / f"{name}-s{seed}"
-            cmd = [sys.executable, "-m", "finsent", "train", "--model_name", args.model_name, "--data_path", *CORPORA,
-                   "--output_dir", str(run), "--seed", str(seed), "--version", run.name,
-                   "--tracking_uri", f"sqlite:///{args.work.resolve()}/{run.name}.db", *RECIPES[name], *tiny]
+            cmd = [sys.executable, "-m", "finsent", "train", "--model_name", args.model_name, "--data_path", *CORPORA]
+            cmd += ["--output_dir", str(run), "--seed", str(seed), "--version", run.name]
+            cmd += ["--tracking_uri", f"sqlite:///{args.work.resolve()}/{run.name}.db", *RECIPES[name], *tiny]
             log = open(args.work / f"{run.name}.log", "w")
             procs[(name, seed)] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log, run)
     while any(proc.poll() is None for proc, _, _ in procs.values()):
@@ -127,8 +127,11 @@ def main(argv: list[str] | None = None) -> int:
         if (run / "results.json").is_file():
             results = json.loads((run / "results.json").read_text())
             splits = split_data(data, seed)
-            row.update(train_runtime_s=results["train_runtime_s"], epochs_run=results["epochs_run"],
-                       scores=score(run, splits, device))
+            row.update(
+                train_runtime_s=results["train_runtime_s"],
+                epochs_run=results["epochs_run"],
+                scores=score(run, splits, device),
+            )
         else:
             row["log_tail"] = (args.work / f"{run.name}.log").read_text()[-1500:]
         rows.append(row)
