@@ -87,11 +87,11 @@ def config_for(row: str, seed: int, out: Path, args) -> tuple[TrainConfig, Disti
     return cfg, distill
 
 
-def score_sources(runs: list[Path], splits) -> dict:
+def score_sources(runs: list[Path], splits, device: str = "cpu") -> dict:
     """Each source's accuracy, macro-F1 (and ECE on test) on the test and validation splits (what choices are made
     on) of the mean probability of one run or more (an ensemble), each run loaded once, its own Predictor
-    (calibrated)."""
-    predictors = [build_predictor(run, PredictorOptions(backend="torch")) for run in runs]
+    (calibrated; torch on --device)."""
+    predictors = [build_predictor(run, PredictorOptions(backend="torch", device=device)) for run in runs]
     scored = {}
     for key, part, names in (
         ("per_source", splits.test, ("accuracy", "macro_f1", "ece")),

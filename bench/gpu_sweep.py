@@ -24,7 +24,9 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-CORPORA = ["phrasebank", "twitter-financial-news", "sentfin", "finentity"]
+sys.path.insert(0, str(ROOT / "bench"))
+from domains import CORPORA, score_sources  # noqa: E402  (bench/domains.py: the mix and its per-source scoring)
+
 RECIPES = {  # name -> extra `finsent train` flags (the default recipe: LoRA, lr 1e-3, 3 epochs, batch 16, 128 tokens)
     "lora-e3": ["--use_lora"],
     "lora-e6": ["--use_lora", "--num_epochs", "6", "--early_stopping_patience", "3"],
@@ -34,21 +36,6 @@ RECIPES = {  # name -> extra `finsent train` flags (the default recipe: LoRA, lr
     "full-e5-ls0.1": ["--num_epochs", "5", "--label_smoothing", "0.1", "--early_stopping_patience", "3"],
     "full-e4-b32-lr2e-4": ["--num_epochs", "4", "--batch_size", "32", "--learning_rate", "2e-4"],
 }
-
-
-def score(run: Path, splits, device: str) -> dict:
-    """Accuracy and macro-F1 per source on validation and test, the run's own calibrated Predictor."""
-    from finsent.core import metrics
-    from finsent.data.labels import LABELS
-    from finsent.inference.factory import PredictorOptions, build_predictor
-
-    predictor = build_predictor(run, PredictorOptions(backend="torch", device=device))
-    out = {}
-    for key, part in (("val", splits.val), ("test", splits.test)):
-        probs = predictor.score(part.texts).probs
-        per_source = metrics.per_source_metrics(part.labels, probs, part.sources, LABELS)
-        out[key] = {k: {m: round(float(v[m]), 4) for m in ("accuracy", "macro_f1")} for k, v in per_source.items()}
-    return out
 
 
 def markdown(result: dict) -> str:
@@ -127,10 +114,11 @@ def main(argv: list[str] | None = None) -> int:
         if (run / "results.json").is_file():
             results = json.loads((run / "results.json").read_text())
             splits = split_data(data, seed)
+            scored = score_sources([run], splits, device)
             row.update(
                 train_runtime_s=results["train_runtime_s"],
                 epochs_run=results["epochs_run"],
-                scores=score(run, splits, device),
+                scores={"val": scored["val_per_source"], "test": scored["per_source"]},
             )
         else:
             row["log_tail"] = (args.work / f"{run.name}.log").read_text()[-1500:]
