@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from finsent.apps.server import MicroBatcher
+from finsent.apps.batcher import MicroBatcher
 
 
 def run(batcher: MicroBatcher, requests: list[list[str]]) -> list[list[dict]]:
@@ -70,3 +70,71 @@ def test_a_failing_batch_fails_its_requests_and_frees_its_worker():
 
     first, second = asyncio.run(main())
     assert isinstance(first[0], RuntimeError) and second == [{"label": "b"}]
+
+
+def test_a_free_worker_holds_a_small_batch_while_a_bigger_one_is_scored():
+    """Clients that wait for answers come back one by one: the second worker waits (up to balance_ms) until its batch
+    is as big as the one being scored, and no longer than that; with nothing else scoring, nothing waits."""
+    first_done = threading.Event()
+    sizes: list[int] = []
+
+    def score(texts: list[str]) -> list[dict]:
+        sizes.append(len(texts))
+        if len(sizes) == 1:
+            assert first_done.wait(timeout=10)
+        return echo(texts)
+
+    async def main():
+        batcher = MicroBatcher(score, max_wait_ms=0, workers=2, balance_ms=5000)
+        await batcher.start()
+        try:
+            first = [asyncio.ensure_future(batcher.submit([f"a{i}"])) for i in range(4)]
+            await asyncio.sleep(0.05)  # the four are being scored together, and stay there
+            second = []
+            for i in range(4):
+                second.append(asyncio.ensure_future(batcher.submit([f"b{i}"])))
+                await asyncio.sleep(0.02)
+            answered = await asyncio.wait_for(asyncio.gather(*second), timeout=5)  # before the first batch ends
+            assert sizes == [4, 4] and not any(f.done() for f in first)
+            first_done.set()
+            await asyncio.gather(*first)
+            return answered
+        finally:
+            first_done.set()
+            await batcher.stop()
+
+    assert asyncio.run(main()) == [[{"label": f"b{i}"}] for i in range(4)]
+
+
+def test_the_hold_ends_at_balance_ms_and_never_delays_a_lone_request():
+    release = threading.Event()
+    sizes: list[int] = []
+
+    def score(texts: list[str]) -> list[dict]:
+        sizes.append(len(texts))
+        if len(sizes) == 1:
+            assert release.wait(timeout=10)
+        return echo(texts)
+
+    async def main():
+        batcher = MicroBatcher(score, max_wait_ms=0, workers=2, balance_ms=500)
+        await batcher.start()
+        try:
+            big = asyncio.ensure_future(batcher.submit(["a", "b", "c"]))
+            await asyncio.sleep(0.05)
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            lone = await asyncio.wait_for(batcher.submit(["d"]), timeout=5)  # held 500 ms, then scored alone
+            held = loop.time() - started
+            release.set()
+            await big
+            started = loop.time()
+            await batcher.submit(["e"])  # nothing being scored: no hold
+            return lone, held, loop.time() - started
+        finally:
+            release.set()
+            await batcher.stop()
+
+    lone, held, idle = asyncio.run(main())
+    assert lone == [{"label": "d"}] and sizes == [3, 1, 1]
+    assert 0.45 <= held < 3 and idle < 0.25

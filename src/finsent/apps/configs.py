@@ -133,13 +133,20 @@ class ServeConfig:
         default=None, metadata=_help("most texts from concurrent requests scored in one pass (default: 256)")
     )
     max_wait_ms: float | None = field(
-        default=None, metadata=_help("how long a lone request waits for company, in ms (default: 2)")
+        default=None, metadata=_help("how long a request that finds the queue empty waits for company before it is scored, in ms (default: 0)")
     )
     streams: int | None = field(
         default=None,
         metadata=_help(
             "batches scored at once, each on its share of --threads (ONNX engines) (default: 2 on an ONNX engine with "
             "2 or more cores, else 1)"
+        ),
+    )
+    balance_ms: float | None = field(
+        default=None,
+        metadata=_help(
+            "with several streams, how long a free stream may hold a batch smaller than the one being scored, waiting "
+            "for the requests that come back when it ends, in ms; 0: never hold (default: 10)"
         ),
     )
     log_predictions: str | None = field(
@@ -160,6 +167,10 @@ class ServeConfig:
     def __post_init__(self) -> None:
         if self.streams is not None and self.streams < 1:
             raise FinsentError(f"--streams {self.streams}: must be at least 1")
+        for name in ("max_wait_ms", "balance_ms"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value <= 1000:
+                raise FinsentError(f"--{name} {value:g}: give a time from 0 to 1000 ms")
         if self.log_text and not self.log_predictions:
             raise FinsentError("--log_text stores the texts in the prediction log: give --log_predictions DIR with it")
 

@@ -12,8 +12,7 @@ import contextlib
 import hmac
 import ipaddress
 import time
-from collections.abc import Callable, Collection, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -27,6 +26,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from finsent.apps import entity_api
+from finsent.apps.batcher import BALANCE_MS, MAX_BATCH_TEXTS, MAX_WAIT_MS, MicroBatcher
 from finsent.apps.bodies import (
     CSV_TYPES,
     JSON_TYPES,
@@ -38,116 +38,19 @@ from finsent.apps.bodies import (
     validate_request,
     validation_message,
 )
+from finsent.apps.fast_path import FastPredict
 from finsent.apps.metrics import RequestMetrics, ServerMetrics
 from finsent.apps.schemas import MAX_TEXT_CHARS, MAX_TEXTS, AnalyzeRequest
 from finsent.core.errors import FinsentError
+from finsent.data.entities import ENTITY
 from finsent.documents.analysis import analyze_text
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
-MAX_BATCH_TEXTS = 256
-MAX_WAIT_MS = 2.0
 API_KEY_ENV = "FINSENT_API_KEY"
 OPEN_PATHS = frozenset({"/health", "/ping"})
+PREDICT_PATHS = ("/predict", "/invocations")
 SAGEMAKER_MODEL_DIR = "/opt/ml/model"
 SAGEMAKER_PORT = 8080
-
-
-class MicroBatcher:
-    """Queue concurrent requests, wait a few ms for company, score them in one call on a worker thread; with
-    workers > 1 (a predictor with that many streams) as many batches are scored at once."""
-
-    def __init__(
-        self,
-        score: Callable[[list[str]], list[dict]],
-        max_batch_texts: int = MAX_BATCH_TEXTS,
-        max_wait_ms: float = MAX_WAIT_MS,
-        on_batch: Callable[[int], None] | None = None,
-        workers: int = 1,
-    ):
-        self.score = score
-        self.max_batch_texts = max_batch_texts
-        self.max_wait = max_wait_ms / 1000
-        self.on_batch = on_batch  # told the number of texts of each forward pass
-        self.workers = workers
-        self.requests = 0
-        self.batches = 0
-        self._queue: asyncio.Queue | None = None
-        self._slots: asyncio.Semaphore | None = None  # free workers
-        self._task: asyncio.Task | None = None
-        self._running: set[asyncio.Task] = set()
-        self._executor: ThreadPoolExecutor | None = None
-
-    async def start(self) -> None:
-        self._queue = asyncio.Queue()
-        self._slots = asyncio.Semaphore(self.workers)
-        self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="finsent-inference")
-        self._task = asyncio.create_task(self._loop())
-
-    async def stop(self) -> None:
-        for task in (self._task, *self._running):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-
-    def queued(self) -> int:
-        """Requests waiting for a forward pass."""
-        return self._queue.qsize() if self._queue is not None else 0
-
-    async def submit(self, texts: list[str]) -> list[dict]:
-        """Score texts together with whatever other requests arrive meanwhile."""
-        future = asyncio.get_running_loop().create_future()
-        await self._queue.put((texts, future))
-        return await future
-
-    async def _loop(self) -> None:
-        carry = None
-        while True:
-            first = carry or await self._queue.get()
-            carry = None
-            await self._slots.acquire()  # a free worker; requests queue up meanwhile and join this batch
-            if self._queue.empty() and self.max_wait > 0:
-                await asyncio.sleep(self.max_wait)
-            batch, n = [first], len(first[0])
-            while not self._queue.empty() and n < self.max_batch_texts:
-                item = self._queue.get_nowait()
-                if n + len(item[0]) > self.max_batch_texts:
-                    carry = item
-                    break
-                batch.append(item)
-                n += len(item[0])
-            batch = [(texts, fut) for texts, fut in batch if not fut.cancelled()]
-            if not batch:
-                self._slots.release()
-                continue
-            task = asyncio.create_task(self._run(batch))
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
-
-    async def _run(self, batch: list[tuple[list[str], asyncio.Future]]) -> None:
-        """Score one batch on a worker thread and answer its requests; frees the worker."""
-        try:
-            texts = [t for ts, _ in batch for t in ts]
-            try:
-                results = await asyncio.get_running_loop().run_in_executor(self._executor, self.score, texts)
-            except Exception as e:  # noqa: BLE001 - handed to the waiting requests
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(e)
-                return
-            self.batches += 1
-            self.requests += len(batch)
-            if self.on_batch is not None:
-                self.on_batch(len(texts))
-            start = 0
-            for ts, fut in batch:
-                if not fut.done():
-                    fut.set_result(results[start : start + len(ts)])
-                start += len(ts)
-        finally:
-            self._slots.release()
 
 
 class BearerAuth:
@@ -177,6 +80,7 @@ def create_app(
     predictor,
     max_batch_texts: int | None = None,
     max_wait_ms: float | None = None,
+    balance_ms: float | None = None,
     api_key: str | None = None,
     cors_origins: list[str] | None = None,
     prediction_log=None,
@@ -193,6 +97,7 @@ def create_app(
         max_batch_texts or MAX_BATCH_TEXTS,
         MAX_WAIT_MS if max_wait_ms is None else max_wait_ms,
         workers=getattr(predictor, "streams", 1),  # a CascadePredictor scores one batch at a time
+        balance_ms=BALANCE_MS if balance_ms is None else balance_ms,
     )
     metrics = ServerMetrics(
         model_version=predictor.info.version,
@@ -205,10 +110,13 @@ def create_app(
     app = _new_app(predictor, batcher, prediction_log)
     app.state.metrics = metrics
     _add_error_handlers(app)
-    _add_predict_routes(app, predictor, batcher, metrics, prediction_log)
+    answer = _answerer(predictor, batcher, metrics, prediction_log)
+    _add_predict_routes(app, predictor, answer)
     _add_analyze_route(app, predictor)
     _add_info_routes(app, predictor, batcher)
     app.get("/metrics", summary="Prometheus metrics (text exposition format)")(metrics.response)
+    if entity_api.task(predictor) != ENTITY:  # innermost: behind authentication and the metrics
+        app.add_middleware(FastPredict, answer=answer, paths=PREDICT_PATHS, max_body_bytes=MAX_BODY_BYTES)
     open_paths = OPEN_PATHS | {"/metrics"} if metrics_public else OPEN_PATHS
     _add_middleware(app, api_key, cors_origins, open_paths)
     # outermost: every request is counted, the 401s and the CORS preflights too
@@ -280,9 +188,24 @@ def _add_error_handlers(app: FastAPI) -> None:
         )
 
 
-def _add_predict_routes(app: FastAPI, predictor, batcher: MicroBatcher, metrics: ServerMetrics, log=None) -> None:
-    """POST /predict (JSON) and POST /invocations (SageMaker: JSON or text/csv in, JSON or text/csv out). Each answer
-    is counted in the metrics and handed to the prediction log, which only enqueues it (its rows are built later)."""
+def _answerer(predictor, batcher: MicroBatcher, metrics: ServerMetrics, log=None):
+    """The one scoring path of /predict and /invocations (the full routes and the fast path): texts through the
+    batcher, each answer counted in the metrics and handed to the prediction log, which only enqueues it."""
+    version, backend = predictor.info.version, predictor.backend_name
+
+    async def answer(texts: list[str], route: str, started: float | None = None) -> dict:
+        started = time.perf_counter() if started is None else started
+        predictions = await batcher.submit(texts)
+        metrics.observe(route, predictions)
+        if log is not None:
+            log.record(texts, predictions, (time.perf_counter() - started) * 1000, route)
+        return {"model_version": version, "backend": backend, "predictions": predictions}
+
+    return answer
+
+
+def _add_predict_routes(app: FastAPI, predictor, answer) -> None:
+    """POST /predict (JSON) and POST /invocations (SageMaker: JSON or text/csv in, JSON or text/csv out)."""
 
     async def score(request: Request, csv_body: bool = False) -> dict:
         started, route = time.perf_counter(), request.scope["path"]
@@ -292,15 +215,12 @@ def _add_predict_routes(app: FastAPI, predictor, batcher: MicroBatcher, metrics:
             texts, pairs = validate_request({"texts": parse_csv(body)}).texts, None
         else:
             texts, pairs = entity_api.read_json(predictor, parse_json(body))  # an entity run: one text per pair
-        predictions = await batcher.submit(texts)
-        metrics.observe(route, predictions)
-        if log is not None:
-            log.record(texts, predictions, (time.perf_counter() - started) * 1000, route)
+        result = await answer(texts, route, started)
         if pairs is not None:
-            predictions = entity_api.pair_predictions(pairs, predictions)
-        return {"model_version": predictor.info.version, "backend": predictor.backend_name, "predictions": predictions}
+            result["predictions"] = entity_api.pair_predictions(pairs, result["predictions"])
+        return result
 
-    answer = entity_api.response_model(predictor)
+    response_model = entity_api.response_model(predictor)
     json_body = {
         "requestBody": {
             "required": True,
@@ -310,7 +230,7 @@ def _add_predict_routes(app: FastAPI, predictor, batcher: MicroBatcher, metrics:
 
     @app.post(
         "/predict",
-        response_model=answer,
+        response_model=response_model,
         response_model_exclude_none=True,
         summary="Score 1 to 1,000 sentences (an entity run: (text, entity) pairs given as items)",
         openapi_extra=json_body,
@@ -338,7 +258,7 @@ def _add_predict_routes(app: FastAPI, predictor, batcher: MicroBatcher, metrics:
         if "text/csv" in request.headers.get("accept", ""):
             to_csv = entity_api.pairs_csv if entity_api.task(predictor) == "entity" else predictions_csv
             return Response(to_csv(result["predictions"], list(predictor.labels)), media_type="text/csv")
-        return JSONResponse(jsonable_encoder(answer(**result), exclude_none=True))
+        return JSONResponse(jsonable_encoder(response_model(**result), exclude_none=True))
 
 
 def _add_analyze_route(app: FastAPI, predictor) -> None:
@@ -379,6 +299,7 @@ def _add_info_routes(app: FastAPI, predictor, batcher: MicroBatcher) -> None:
         serving = {
             "max_batch_texts": batcher.max_batch_texts,
             "max_wait_ms": batcher.max_wait * 1000,
+            "balance_ms": batcher.balance * 1000,
             "streams": batcher.workers,
             "max_texts_per_request": MAX_TEXTS,
             "max_text_chars": MAX_TEXT_CHARS,

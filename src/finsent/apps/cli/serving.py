@@ -130,6 +130,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         max_batch_texts=cfg.max_batch_texts,
         max_wait_ms=cfg.max_wait_ms,
+        balance_ms=cfg.balance_ms,
         api_key=api_key,
         cors_origins=cfg.cors_origins,
         prediction_log=prediction_log_for(cfg, predictor),
