@@ -133,7 +133,10 @@ class ServeConfig:
         default=None, metadata=_help("most texts from concurrent requests scored in one pass (default: 256)")
     )
     max_wait_ms: float | None = field(
-        default=None, metadata=_help("how long a request that finds the queue empty waits for company before it is scored, in ms (default: 0)")
+        default=None,
+        metadata=_help(
+            "how long a request that finds the queue empty waits for company before it is scored, in ms (default: 0)"
+        ),
     )
     streams: int | None = field(
         default=None,
