@@ -72,20 +72,26 @@ def test_a_failing_batch_fails_its_requests_and_frees_its_worker():
     assert isinstance(first[0], RuntimeError) and second == [{"label": "b"}]
 
 
+def first_batch_waits(release: threading.Event, sizes: list[int]):
+    """A score function that records each batch's size and keeps the first one until release is set."""
+
+    def score(texts: list[str]) -> list[dict]:
+        sizes.append(len(texts))
+        if len(sizes) == 1:
+            assert release.wait(timeout=10)
+        return echo(texts)
+
+    return score
+
+
 def test_a_free_worker_holds_a_small_batch_while_a_bigger_one_is_scored():
     """Clients that wait for answers come back one by one: the second worker waits (up to balance_ms) until its batch
     is as big as the one being scored, and no longer than that; with nothing else scoring, nothing waits."""
     first_done = threading.Event()
     sizes: list[int] = []
 
-    def score(texts: list[str]) -> list[dict]:
-        sizes.append(len(texts))
-        if len(sizes) == 1:
-            assert first_done.wait(timeout=10)
-        return echo(texts)
-
     async def main():
-        batcher = MicroBatcher(score, max_wait_ms=0, workers=2, balance_ms=5000)
+        batcher = MicroBatcher(first_batch_waits(first_done, sizes), max_wait_ms=0, workers=2, balance_ms=5000)
         await batcher.start()
         try:
             first = [asyncio.ensure_future(batcher.submit([f"a{i}"])) for i in range(4)]
@@ -110,14 +116,8 @@ def test_the_hold_ends_at_balance_ms_and_never_delays_a_lone_request():
     release = threading.Event()
     sizes: list[int] = []
 
-    def score(texts: list[str]) -> list[dict]:
-        sizes.append(len(texts))
-        if len(sizes) == 1:
-            assert release.wait(timeout=10)
-        return echo(texts)
-
     async def main():
-        batcher = MicroBatcher(score, max_wait_ms=0, workers=2, balance_ms=500)
+        batcher = MicroBatcher(first_batch_waits(release, sizes), max_wait_ms=0, workers=2, balance_ms=500)
         await batcher.start()
         try:
             big = asyncio.ensure_future(batcher.submit(["a", "b", "c"]))
