@@ -91,7 +91,8 @@ class MicroBatcher:
                         break
                     batch.append(item)
                     n += len(item[0])
-                if carry is not None or n >= self._scoring or not await self._next_arrival(deadline):
+                full = carry is not None or n >= min(self._scoring, self.max_batch_texts)
+                if full or not await self._next_arrival(deadline):
                     break
             batch = [(texts, fut) for texts, fut in batch if not fut.cancelled()]
             if not batch:
