@@ -40,7 +40,9 @@ class FastPredict:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        headers = dict(scope["headers"])  # a repeated header keeps its last value; such a request is not plain anyway
+        headers: dict[bytes, bytes] = {}
+        for name, value in scope["headers"]:  # the first of a repeated header, as the route's request.headers reads it
+            headers.setdefault(name, value)
         length = headers.get(b"content-length", b"")
         if (
             headers.get(b"content-type", b"").split(b";")[0].strip().lower() != b"application/json"
