@@ -23,7 +23,7 @@ for round in $(seq "$ROUNDS"); do
     src=""; flags=$cfg
     if [[ $cfg == *@* ]]; then src=${cfg%%@*}; flags=${cfg#*@}; fi
     flags=$(echo "$flags" | tr '=,' '  ')
-    PYTHONPATH=$src python -m finsent serve --model_dir "$RUN" --threads 2 --host 127.0.0.1 --port "$PORT" --log_level warning $flags > "$OUT/server.log" 2>&1 &
+    env ${src:+PYTHONPATH=$src} python -m finsent serve --model_dir "$RUN" --threads 2 --host 127.0.0.1 --port "$PORT" --log_level warning $flags > "$OUT/server.log" 2>&1 &
     SPID=$!
     for _ in $(seq 120); do curl -sf "http://127.0.0.1:$PORT/health" > /dev/null && break; sleep 1; done
     ab -q -c 16 -t 5 -n 1000000 -p "$BODY" -T application/json "http://127.0.0.1:$PORT/predict" > /dev/null 2>&1  # warm up

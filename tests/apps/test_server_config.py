@@ -152,6 +152,10 @@ def test_streams_need_an_onnx_engine_and_at_least_one(lora_run):
 
     with pytest.raises(FinsentError, match="--streams 0: must be at least 1"):
         ServeConfig(model_dir="run", streams=0)
+    with pytest.raises(FinsentError, match="--balance_ms -1: give a time from 0 to 1000 ms"):
+        ServeConfig(model_dir="run", balance_ms=-1)
+    with pytest.raises(FinsentError, match="--max_wait_ms 5000: give a time from 0 to 1000 ms"):
+        ServeConfig(model_dir="run", max_wait_ms=5000)
     with pytest.raises(FinsentError, match="--streams 2: concurrent forward passes run on an ONNX engine") as e:
         build_predictor(lora_run, PredictorOptions(backend="torch"), streams=2)
     assert "\n" not in str(e.value)

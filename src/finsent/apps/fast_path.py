@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from pydantic_core import to_json
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from finsent.apps.bodies import JSON_TYPES
 from finsent.apps.schemas import PredictRequest
 
 JSON_HEADERS = [(b"content-type", b"application/json")]
@@ -45,7 +46,7 @@ class FastPredict:
             headers.setdefault(name, value)
         length = headers.get(b"content-length", b"")
         if (
-            headers.get(b"content-type", b"").split(b";")[0].strip().lower() != b"application/json"
+            headers.get(b"content-type", b"").split(b";")[0].strip().lower().decode("latin-1") not in JSON_TYPES
             or b"text/csv" in headers.get(b"accept", b"")
             or not length.isdigit()
             or int(length) > self.max_body_bytes

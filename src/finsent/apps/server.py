@@ -193,8 +193,7 @@ def _answerer(predictor, batcher: MicroBatcher, metrics: ServerMetrics, log=None
     batcher, each answer counted in the metrics and handed to the prediction log, which only enqueues it."""
     version, backend = predictor.info.version, predictor.backend_name
 
-    async def answer(texts: list[str], route: str, started: float | None = None) -> dict:
-        started = time.perf_counter() if started is None else started
+    async def answer(texts: list[str], route: str, started: float) -> dict:
         predictions = await batcher.submit(texts)
         metrics.observe(route, predictions)
         if log is not None:
