@@ -308,3 +308,34 @@ def test_serving_report_judges_the_early_exit_against_its_full_model_on_the_same
     # 1000 sentences/s x 300 M multiply-adds = 300 G/s, 60 % of the 500 G/s int8 peak; 8.3x the batched pipeline
     assert "Measured 1000 sentences/s, 8.3x the batched pipeline, 60% of the best peak: **met**" in md
     assert "Goal: the default path" not in report(1600, 0.996, default=None)  # no default speed: no verdict
+
+
+def test_source_prior_bias_undoes_a_shifted_prior_and_lifts_validation_accuracy():
+    import numpy as np
+
+    source_prior = load_script("source_prior")
+    rng = np.random.default_rng(0)
+    labels = rng.choice(3, size=3000, p=[0.15, 0.65, 0.20])
+    logits = rng.normal(0, 1, (3000, 3))
+    logits[np.arange(3000), labels] += 2.0
+    logits += np.array([1.0, 0.0, 1.0])  # a model that learned a polar-heavy prior
+    nll_bias = source_prior.fit_bias_nll(logits, labels)
+    assert nll_bias[1] == 0 and nll_bias[0] < -0.5 and nll_bias[2] < -0.5
+    acc_bias = source_prior.fit_bias_accuracy(logits, labels)
+    before = source_prior.accuracy(logits, labels)
+    assert source_prior.accuracy(logits + acc_bias, labels) > before + 0.02
+    assert source_prior.accuracy(logits + nll_bias, labels) > before + 0.02
+
+
+def test_augmented_student_variants_are_seeded_new_texts_with_training_cashtags_only():
+    augmented = load_script("augmented_student")
+    texts = [
+        "$AAPL beats estimates as iPhone sales climb in China https://t.co/abc",
+        "$TSLA shares slide after deliveries miss the consensus forecast",
+        "Short one",
+    ]
+    out = augmented.variants(texts, seed=3)
+    assert out == augmented.variants(texts, seed=3)
+    assert not set(out) & set(texts)
+    for text in out:
+        assert set(augmented.CASHTAG.findall(text)) <= {"$AAPL", "$TSLA"}
