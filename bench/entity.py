@@ -57,6 +57,8 @@ def config_for(row: str, seed: int, out: Path, args) -> tuple[TrainConfig, Disti
     overrides = dict(overrides)
     if "lora_config" in overrides:
         overrides["lora_config"] = str(PACKAGED_CONFIG_DIR / overrides["lora_config"])
+    if getattr(args, "learning_rate", None) is not None:
+        overrides["learning_rate"] = args.learning_rate
     cfg = TrainConfig(
         **{"data_path": CORPORA, **overrides},
         seed=seed,
@@ -189,6 +191,7 @@ def main(argv=None) -> int:
     parser.add_argument("--max_length", type=int, default=TrainConfig().max_length)
     parser.add_argument("--num_epochs", type=float, default=TrainConfig().num_epochs)
     parser.add_argument("--precision", default="auto", help="training arithmetic (finsent train --precision)")
+    parser.add_argument("--learning_rate", type=float, default=None, help="instead of the row's (tag the row too)")
     parser.add_argument("--int8", action="store_true", help="export each entity run and time its tuned ONNX engine")
     parser.add_argument("--work_dir", type=Path, default=Path("outputs/entity"))
     parser.add_argument("--out", type=Path, default=Path("bench/results/entity"))
