@@ -25,7 +25,7 @@ import domains  # noqa: E402  (bench/domains.py: the rows' recipes)
 from finsent.core.hardware import cpu_model  # noqa: E402
 from finsent.data.corpus import load_data  # noqa: E402
 from finsent.data.splits import split_data  # noqa: E402
-from finsent.runs.folder import read_results  # noqa: E402
+from finsent.runs.folder import read_results, read_val_logits  # noqa: E402
 from finsent.training.distill import DistillConfig  # noqa: E402
 from finsent.training.trainer import train  # noqa: E402
 
@@ -53,7 +53,7 @@ def variants(texts: list[str], seed: int, drop: float = 0.15) -> list[str]:
 
 def per_source(run: Path, splits) -> tuple[dict, dict]:
     """(validation, test) accuracy per source of a finished run."""
-    val = np.load(run / "val_logits.npz")
+    val = read_val_logits(run)
     ok = val["logits"].argmax(1) == val["labels"]
     sources = np.array(splits.val.sources)
     val_acc = {s: float(ok[sources == s].mean()) for s in domains.CORPORA}

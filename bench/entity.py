@@ -57,7 +57,7 @@ def config_for(row: str, seed: int, out: Path, args) -> tuple[TrainConfig, Disti
     overrides = dict(overrides)
     if "lora_config" in overrides:
         overrides["lora_config"] = str(PACKAGED_CONFIG_DIR / overrides["lora_config"])
-    if getattr(args, "learning_rate", None) is not None:
+    if args.learning_rate is not None:
         overrides["learning_rate"] = args.learning_rate
     cfg = TrainConfig(
         **{"data_path": CORPORA, **overrides},

@@ -14,7 +14,6 @@ the one split no seed trained on (each seed's other splits differ, so nothing el
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import sys
 from pathlib import Path
@@ -29,8 +28,9 @@ from finsent.core.serialization import write_json, write_text
 from finsent.data.corpus import load_data
 from finsent.data.labels import LABELS
 from finsent.data.splits import split_data
+from finsent.runs.folder import read_log, read_val_logits
 
-CORPORA = ["phrasebank", "twitter-financial-news", "sentfin", "finentity"]
+CORPORA = ["phrasebank", "twitter-financial-news", "sentfin", "finentity"]  # bench/domains.py's, in its order
 TWEETS = "twitter-financial-news"
 GRID = np.round(np.arange(-3, 3.01, 0.1), 2)
 
@@ -58,22 +58,23 @@ def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
     return float((logits.argmax(1) == labels).mean())
 
 
-def test_logits(run: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Log-probabilities (logits up to a row constant; the log's probabilities are untempered), labels and sources."""
-    with open(run / "evaluation_log.csv", newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    probs = np.array([[float(r[f"prob_{name}"]) for name in LABELS] for r in rows])
-    labels = np.array([LABELS.index(r["true_label"]) for r in rows])
-    return np.log(np.clip(probs, 1e-7, None)), labels, np.array([r["source"] for r in rows])
+def read_test_split(run: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The run's test log as log-probabilities (logits up to a row constant; the log's probabilities are untempered),
+    label indices and sources."""
+    log = read_log(run)
+    probs = log[[f"prob_{name}" for name in LABELS]].to_numpy()
+    labels = log["true_label"].map(LABELS.index).to_numpy()
+    return np.log(np.clip(probs, 1e-7, None)), labels, log["source"].to_numpy()
 
 
-def probe_run(run: Path, splits) -> dict:
-    val = np.load(run / "val_logits.npz")
+def probe_run(run: Path, splits, test: tuple[np.ndarray, np.ndarray, np.ndarray]) -> dict:
+    """Per source: validation and test accuracy as trained and with each fitted bias (test: read_test_split(run))."""
+    val = read_val_logits(run)
+    if val is None or list(val["labels"]) != list(splits.val.labels):
+        raise SystemExit(f"{run}: no validation logits of this seed's validation split")
     v_logits, v_labels = val["logits"].astype(np.float64), val["labels"]
-    if list(v_labels) != list(splits.val.labels):
-        raise SystemExit(f"{run}: its validation logits are not this seed's validation split")
     v_sources = np.array(splits.val.sources)
-    t_logits, t_labels, t_sources = test_logits(run)
+    t_logits, t_labels, t_sources = test
     out = {}
     for source in CORPORA:
         vm, tm = v_sources == source, t_sources == source
@@ -89,9 +90,9 @@ def probe_run(run: Path, splits) -> dict:
     return out
 
 
-def ensemble(runs: list[Path]) -> dict:
-    """Each run's and their mean's accuracy on the tweets' official test split (the same texts in every seed)."""
-    parts = [test_logits(run) for run in runs]
+def ensemble(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> dict:
+    """Each run's and their mean's accuracy on the tweets' official test split (the same texts in every seed), from
+    the runs' read_test_split."""
     keep = [p[2] == TWEETS for p in parts]
     labels = parts[0][1][keep[0]]
     probs = [np.exp(p[0][k]) for p, k in zip(parts, keep)]
@@ -100,7 +101,6 @@ def ensemble(runs: list[Path]) -> dict:
     ):
         raise SystemExit("the runs' tweets test splits differ; --ensemble needs the same published split in each")
     return {
-        "runs": [str(r) for r in runs],
         "each": [accuracy(np.log(p), labels) for p in probs],
         "mean_of_all": accuracy(np.log(np.mean(probs, axis=0)), labels),
     }
@@ -143,21 +143,16 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     data = load_data(CORPORA)
     result = {"cpu": cpu_model(), "cores": os.cpu_count(), "runs": {}, "ensembles": {}}
+    tests: dict[str, list] = {row: [] for row in args.rows}  # each row's finished seeds' test splits, read once
     for seed in args.seeds:
         splits = split_data(data, seed)
         for row in args.rows:
             run = args.work_dir / f"{row}-s{seed}"
             if (run / "results.json").is_file():
-                result["runs"][run.name] = probe_run(run, splits)
+                tests[row].append(read_test_split(run))
+                result["runs"][run.name] = probe_run(run, splits, tests[row][-1])
     if args.ensemble:
-        for row in args.rows:
-            runs = [
-                args.work_dir / f"{row}-s{s}"
-                for s in args.seeds
-                if (args.work_dir / f"{row}-s{s}" / "results.json").is_file()
-            ]
-            if len(runs) > 1:
-                result["ensembles"][row] = ensemble(runs)
+        result["ensembles"] = {row: ensemble(parts) for row, parts in tests.items() if len(parts) > 1}
     write_json(args.out.with_suffix(".json"), result)
     write_text(args.out.with_suffix(".md"), to_markdown(result))
     print(to_markdown(result))
