@@ -339,3 +339,26 @@ def test_augmented_student_variants_are_seeded_new_texts_with_training_cashtags_
     assert not set(out) & set(texts)
     for text in out:
         assert set(augmented.CASHTAG.findall(text)) <= {"$AAPL", "$TSLA"}
+
+
+def test_entity_pooling_hands_the_head_the_first_marker_state_and_leaves_unmarked_text_alone():
+    import torch
+
+    from finsent.models import loading
+
+    pooling = load_script("entity_pooling")
+    tokenizer = loading.load_tokenizer(loading.resolve_model_name(None))
+    model = loading.load_base_model(loading.resolve_model_name(None)).eval()
+    batch = tokenizer(["Tesla shares jump as «Ford» cuts guidance", "Ford cuts guidance"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        plain = model(**batch, output_hidden_states=True)
+        hooked = pooling.attach(model, pooling._open_id(tokenizer))
+        assert pooling.attach(hooked, 0) is hooked  # once only
+        logits = hooked(**batch).logits
+    pos = batch["input_ids"][0].tolist().index(pooling._open_id(tokenizer))
+    assert pos > 1
+    pooler = model.bert.pooler
+    expected = model.classifier(pooler.activation(pooler.dense(plain.hidden_states[-1][0, pos])))
+    torch.testing.assert_close(logits[0], expected)
+    assert not torch.allclose(logits[0], plain.logits[0])
+    torch.testing.assert_close(logits[1], plain.logits[1])  # no marker: the first token, as before
