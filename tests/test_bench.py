@@ -349,7 +349,9 @@ def test_entity_pooling_hands_the_head_the_first_marker_state_and_leaves_unmarke
     pooling = load_script("entity_pooling")
     tokenizer = loading.load_tokenizer(loading.resolve_model_name(None))
     model = loading.load_base_model(loading.resolve_model_name(None)).eval()
-    batch = tokenizer(["Tesla shares jump as «Ford» cuts guidance", "Ford cuts guidance"], padding=True, return_tensors="pt")
+    batch = tokenizer(
+        ["Tesla shares jump as «Ford» cuts guidance", "Ford cuts guidance"], padding=True, return_tensors="pt"
+    )
     with torch.no_grad():
         plain = model(**batch, output_hidden_states=True)
         hooked = pooling.attach(model, pooling._open_id(tokenizer))
