@@ -23,14 +23,15 @@ from scipy.ndimage import uniform_filter
 from scipy.optimize import minimize
 from scipy.special import log_softmax
 
-from finsent.core.hardware import cpu_model
-from finsent.core.serialization import write_json, write_text
-from finsent.data.corpus import load_data
-from finsent.data.labels import LABELS
-from finsent.data.splits import split_data
-from finsent.runs.folder import read_log, read_val_logits
+sys.path.insert(0, str(Path(__file__).parent))
+from domains import CORPORA  # noqa: E402  (bench/domains.py: the mix's corpora, in its order)
+from finsent.core.hardware import cpu_model  # noqa: E402
+from finsent.core.serialization import write_json, write_text  # noqa: E402
+from finsent.data.corpus import load_data  # noqa: E402
+from finsent.data.labels import LABELS  # noqa: E402
+from finsent.data.splits import split_data  # noqa: E402
+from finsent.runs.folder import read_log, read_val_logits  # noqa: E402
 
-CORPORA = ["phrasebank", "twitter-financial-news", "sentfin", "finentity"]  # bench/domains.py's, in its order
 TWEETS = "twitter-financial-news"
 GRID = np.round(np.arange(-3, 3.01, 0.1), 2)
 
