@@ -11,7 +11,7 @@ from onnx import helper, numpy_helper
 
 from conftest import finsent_subprocess
 from finsent.core.errors import FinsentError
-from finsent.core.hardware import cpu_signature, same_cpu
+from finsent.core.hardware import cpu_signature, same_cpu, usable_cores
 from finsent.data.corpus import load_data
 from finsent.data.splits import split_data
 from finsent.export.tuning import held_out_inputs, tune_engine
@@ -88,6 +88,7 @@ def test_the_factory_loads_the_tuned_engine(run_copy, test_texts):
         "precision": "fp32",
         "onnx_file": "model.ort.int8.onnx",
         "onnx_runtime": "onnxruntime",
+        "streams": next(c["streams"] for c in record["candidates"] if c["name"] == "onnxruntime-int8"),
     }
     auto = build_predictor(run_copy)
     assert auto.metadata()["backend_choice"]["reason"].startswith(
@@ -99,6 +100,29 @@ def test_the_factory_loads_the_tuned_engine(run_copy, test_texts):
     assert asked["onnx_runtime"] == "openvino" and asked["onnx_file"] == "model.int8.onnx" and why == "as asked"
     forced = build_predictor(run_copy, PredictorOptions(engine="openvino-fp32"))
     assert forced.metadata()["onnx"]["file"] == "model.onnx"
+
+
+def test_the_tuner_times_two_streams_and_batch_jobs_load_the_faster_count(run_copy, test_texts):
+    record = tune_engine(run_copy, names=["openvino-fp32", "torch-fp32"], seconds=0.2)
+    row = next(c for c in record["candidates"] if c["name"] == "openvino-fp32")
+    if usable_cores() >= 2:  # one pass of two threads against two concurrent passes of one thread
+        rates = row["rate_by_streams"]
+        assert set(rates) == {"1", "2"} and row["sentences_per_s"] == max(rates.values())
+        assert row["streams"] == int(max(rates, key=rates.get))
+    path = run_copy / "onnx" / "export.json"  # say two streams won: batch jobs load two, capped by --threads
+    info = json.loads(path.read_text())
+    next(c for c in info["engine"]["candidates"] if c["name"] == "openvino-fp32")["streams"] = 2
+    path.write_text(json.dumps(info))
+    options = PredictorOptions(engine="openvino-fp32", batch_size=4)
+    two = build_predictor(run_copy, options)
+    assert two.streams == min(2, usable_cores())
+    assert build_predictor(run_copy, PredictorOptions(engine="openvino-fp32", threads=1)).streams == 1
+    assert build_predictor(run_copy, options, streams=None).streams == min(2, usable_cores())  # a server: auto
+    one = Predictor(run_copy, **ENGINES["openvino-fp32"].predictor_kwargs(), batch_size=4)
+    texts = test_texts[:30]  # 8 batches, sorted by length, scored two at a time: results in input order
+    expected, got = one.score(texts), two.score(texts)
+    assert [r["label"] for r in got.records()] == [r["label"] for r in expected.records()]
+    np.testing.assert_allclose(got.probs, expected.probs, atol=1e-5)
 
 
 def test_a_run_tuned_on_another_cpu_gets_one_warning(run_copy, test_texts):

@@ -95,6 +95,12 @@ def tuned_engine(
     return (ENGINES[best["name"]], record) if best else None
 
 
+def tuned_streams(record: dict | None, name: str) -> int:
+    """The concurrent forward passes tuning measured fastest for engine `name` on batch jobs (1 where none was)."""
+    row = next((c for c in (record or {}).get("candidates", []) if c.get("name") == name), None)
+    return int((row or {}).get("streams") or 1)
+
+
 def stale_warning(export_dir: Path, model_dir: Path, record: dict) -> str | None:
     """One line where the export was tuned on another CPU (model or flags), naming the command that re-tunes it."""
     here = cpu_signature()

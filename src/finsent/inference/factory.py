@@ -12,7 +12,7 @@ from finsent.core.hardware import usable_cores
 from finsent.core.logs import warn
 from finsent.inference.backends import BACKENDS, DEVICES, ONNX_RUNTIMES, check_onnx_fresh, find_onnx
 from finsent.inference.cascade import CascadePredictor, early_exit_dir
-from finsent.inference.engines import EXIT_ENGINES, Engine, engine, stale_warning, tuned_engine
+from finsent.inference.engines import EXIT_ENGINES, engine, stale_warning, tuned_engine, tuned_streams, tuning
 from finsent.inference.predictor import Predictor
 from finsent.runs.folder import ONNX_DIR, ONNX_INT8, WEIGHT_FILES
 
@@ -127,9 +127,9 @@ def _fresh_export(model_dir: str | Path, onnx_file: str) -> Path | None:
     return path
 
 
-def _tuned(model_dir: str | Path, onnx_only: bool, among: tuple[str, ...] | None) -> tuple[Engine, str] | None:
-    """The engine tuned for the run's export (of `among` where given), warning once where it was tuned on another
-    CPU, and why."""
+def _tuned(model_dir: str | Path, onnx_only: bool, among: tuple[str, ...] | None) -> tuple[dict, str] | None:
+    """The engine tuned for the run's export (of `among` where given) as Predictor keyword arguments, with the
+    streams tuning measured fastest for it, warning once where it was tuned on another CPU; and why."""
     found = tuned_engine(export_folder(model_dir), onnx_only, among)
     if found is None:
         return None
@@ -138,33 +138,36 @@ def _tuned(model_dir: str | Path, onnx_only: bool, among: tuple[str, ...] | None
     if stale:
         warn(stale)
     rate = next((c["sentences_per_s"] for c in record["candidates"] if c["name"] == chosen.name), None)
-    return chosen, f"the engine tuned for {record.get('cpu', {}).get('model')}: {chosen.name}, {rate:.0f} sentences/s"
+    why = f"the engine tuned for {record.get('cpu', {}).get('model')}: {chosen.name}, {rate:.0f} sentences/s"
+    return {**chosen.predictor_kwargs(), "streams": tuned_streams(record, chosen.name)}, why
 
 
 def resolve_engine(
     model_dir: str | Path, opts: PredictorOptions, onnx_only: bool = False, among: tuple[str, ...] | None = None
 ) -> tuple[dict, str]:
-    """(Predictor keyword arguments: backend, precision and for onnx the file and runtime; why). `auto` takes the
+    """(Predictor keyword arguments: backend, precision, for onnx the file and runtime, and for a tuned engine the
+    streams tuning measured fastest for batch jobs; why). `auto` takes the
     engine export-onnx / tune-engine chose for the CPU where the run has a fresh export, else torch; `onnx` the
     fastest ONNX engine of that choice unless --onnx_runtime / --onnx_file say otherwise."""
     explicit = {"onnx_file": opts.onnx_file or ONNX_INT8, "onnx_runtime": opts.onnx_runtime or ONNX_RUNTIMES[0]}
     asked_onnx = opts.onnx_file is not None or opts.onnx_runtime is not None
     onnx_only = onnx_only or not any((Path(model_dir) / n).is_file() for n in WEIGHT_FILES)  # an exported folder
     if opts.engine is not None:
-        return engine(opts.engine).predictor_kwargs(), f"--engine {opts.engine}"
+        streams = tuned_streams(tuning(export_folder(model_dir)), opts.engine)
+        return {**engine(opts.engine).predictor_kwargs(), "streams": streams}, f"--engine {opts.engine}"
     if opts.backend == "torch":
         return {"backend": "torch"}, "as asked"
     if opts.device != "cpu":
         return {"backend": "torch"}, f"auto: only torch runs on {opts.device}"
     if opts.backend == "onnx":
         tuned = None if asked_onnx else _tuned(model_dir, True, among)
-        return (tuned[0].predictor_kwargs(), tuned[1]) if tuned else ({"backend": "onnx", **explicit}, "as asked")
+        return tuned or ({"backend": "onnx", **explicit}, "as asked")
     if _fresh_export(model_dir, explicit["onnx_file"]) is None:
         why = f"auto: no fresh {explicit['onnx_file']} export in {model_dir} (`finsent export-onnx` gives about 4x the speed)"
         return {"backend": "torch"}, why
     tuned = None if asked_onnx else _tuned(model_dir, onnx_only, among)
     if tuned:
-        return tuned[0].predictor_kwargs(), f"auto: {tuned[1]}"
+        return tuned[0], f"auto: {tuned[1]}"
     kind = "int8" if explicit["onnx_file"] == ONNX_INT8 else "fp32"
     return {"backend": "onnx", **explicit}, f"auto: the {kind} export {find_onnx(model_dir, explicit['onnx_file'])}"
 
@@ -184,9 +187,13 @@ def auto_streams(backend: str, threads: int | None, combined: bool) -> int:
     return 2 if backend == "onnx" and not combined and (threads or usable_cores()) >= 2 else 1
 
 
-def build_predictor(model_dir: str | Path, options: PredictorOptions | None = None, streams: int | None = 1):
+TUNED = "tuned"  # build_predictor's streams for batch jobs: the count the engine's tuning measured fastest
+
+
+def build_predictor(model_dir: str | Path, options: PredictorOptions | None = None, streams: int | str | None = TUNED):
     """A Predictor, or a CascadePredictor for --cascade and for the shallow-student early exit. streams: forward
-    passes that may run at once (a server's; None: auto_streams)."""
+    passes that may run at once: TUNED (batch jobs) the count tuning measured fastest for the engine on this CPU (1
+    where none was), None (a server's --streams auto) auto_streams, or a number."""
     from finsent.models.exits import has_exits
 
     opts = options or PredictorOptions()
@@ -194,9 +201,14 @@ def build_predictor(model_dir: str | Path, options: PredictorOptions | None = No
     own_exits = early_exit and not opts.early_exit_dir and has_exits(model_dir)
     among = EXIT_ENGINES if own_exits else None  # the engines the run's own exit segments were tuned on
     chosen, why = resolve_engine(model_dir, opts, onnx_only=early_exit, among=among)  # exits: ONNX or fp32 torch
-    if streams is None:
-        streams = auto_streams(chosen["backend"], opts.threads, early_exit or bool(opts.cascade))
-    elif streams > 1 and (early_exit or opts.cascade):
+    tuned = chosen.pop("streams", 1)
+    combined = early_exit or bool(opts.cascade)
+    if streams == TUNED:  # an early exit or a cascade scores one batch at a time
+        one = chosen["backend"] != "onnx" or combined
+        streams = 1 if one else min(tuned, opts.threads or usable_cores())
+    elif streams is None:
+        streams = auto_streams(chosen["backend"], opts.threads, combined)
+    elif streams > 1 and combined:
         raise FinsentError(f"--streams {streams}: one forward pass at a time with --early_exit or --cascade; use 1")
     on = dict(batch_size=opts.batch_size, num_threads=opts.threads, device=opts.device, **chosen)
     if own_exits:  # exits trained with the model
@@ -208,7 +220,9 @@ def build_predictor(model_dir: str | Path, options: PredictorOptions | None = No
     predictor = _chosen(Predictor(model_dir, **on, streams=streams), opts.backend, why)
     if early_exit:  # the shallow exit: its own run folder, so auto chooses for it on its own
         exit_dir = early_exit_dir(model_dir, opts.early_exit_dir)
-        shallow = Predictor(exit_dir, **{**on, **resolve_engine(exit_dir, opts, onnx_only=True)[0]})
+        shallow_engine = resolve_engine(exit_dir, opts, onnx_only=True)[0]
+        shallow_engine.pop("streams", None)  # a cascade scores one batch at a time
+        shallow = Predictor(exit_dir, **{**on, **shallow_engine})
         return CascadePredictor(shallow, predictor, opts.cascade_threshold, early_exit=True)
     if opts.cascade:
         teacher = Predictor(opts.cascade, backend="torch", batch_size=opts.batch_size, num_threads=opts.threads)

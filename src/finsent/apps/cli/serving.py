@@ -13,10 +13,10 @@ from finsent.apps.configs import ExportOnnxConfig, PredictConfig, ServeConfig, T
 from finsent.apps.entity_predict import EntityOptions
 from finsent.core.errors import FinsentError
 from finsent.core.logs import LOGGER
-from finsent.inference.factory import PredictorOptions
+from finsent.inference.factory import TUNED, PredictorOptions
 
 
-def predictor_for(args: argparse.Namespace, model_dir: str | None = None, streams: int | None = 1):
+def predictor_for(args: argparse.Namespace, model_dir: str | None = None, streams: int | str | None = TUNED):
     """The one predictor factory, on the command's model flags; says once on stderr which backend it chose."""
     from transformers.utils import logging as hf_logging
 
@@ -174,8 +174,9 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
 
 def _engine_line(record: dict) -> str:
     chosen = next(c for c in record["candidates"] if c["name"] == record["chosen"])
+    streams = f" on {chosen['streams']} streams" if chosen.get("streams", 1) > 1 else ""
     return (
-        f"engine for {record['cpu']['model']}: {record['chosen']}, {chosen['sentences_per_s']:.0f} sentences/s at "
+        f"engine for {record['cpu']['model']}: {record['chosen']}{streams}, {chosen['sentences_per_s']:.0f} sentences/s at "
         f"{chosen['agreement']:.2%} agreement with fp32 PyTorch on {record['sentences']} held-out sentences"
     )
 
